@@ -1,0 +1,38 @@
+# `make run` and `make test` each do all the set-up they need on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test setup redis model db browser clean
+
+run: setup redis
+	honcho start
+
+test: setup redis browser
+	python -m pytest $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed model db
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+model: $(VENV)/.installed
+	python manage.py prepare_model
+
+db: $(VENV)/.installed
+	python manage.py migrate --noinput -v 0
+
+redis: $(VENV)/.installed
+	python scripts/ensure_redis.py
+
+# The browser tests drive Debian's chromium (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| { echo "Install Debian's chromium for the browser tests (apt-get install chromium)"; exit 1; }
+
+clean:
+	rm -rf $(VENV) staticfiles

@@ -1,0 +1,283 @@
+"""ChatConsumer: the WebSocket side of the protocol in docs/protocol.md (version 1).
+
+It authorises and stores turns, hands generation to the inference worker over the channel
+layer, and relays the worker's events to every socket of the user. Nothing here blocks the
+event loop: ORM work goes through database_sync_to_async, and torch is never imported.
+"""
+import asyncio
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+
+from inference.sampling import InvalidParameters, SamplingParams
+
+from . import turns
+from .live_state import ConversationHistory, LiveReply, live_workers
+from .models import Message, Owner
+from .replies import WORKERS_GROUP, fail_if_abandoned, finish_reply, user_group
+from .turns import ProtocolError
+
+log = logging.getLogger(__name__)
+WATCHDOG_INTERVAL = 1.0
+MAX_TITLE_CHARS = 200
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        self.owner = await self._identify()
+        await self.accept()
+        if self.owner is None:
+            await self.send_json({"type": "error", "code": "auth_required", "detail": "sign in to chat"})
+            await self.close(code=4401)
+            return
+        self.group = user_group(self.owner.key)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.watched = {}  # reply id -> whether the worker has reported on it yet
+        self.watchdog = asyncio.create_task(self._watch_replies())
+
+    async def disconnect(self, code):
+        if getattr(self, "watchdog", None):
+            self.watchdog.cancel()
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    # --- frames from the client --------------------------------------------------------
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            if text_data is None:
+                raise ProtocolError("bad_frame", "binary frames are not supported; send JSON text")
+            try:
+                frame = json.loads(text_data)
+            except ValueError:
+                raise ProtocolError("bad_json", "the frame is not valid JSON") from None
+            if not isinstance(frame, dict):
+                raise ProtocolError("bad_frame", "a frame must be a JSON object with a 'type'")
+            handler = self.HANDLERS.get(frame.get("type"))
+            if handler is None:
+                raise ProtocolError("unknown_type", f"unknown frame type {frame.get('type')!r:.60}")
+            await handler(self, frame)
+        except ProtocolError as exc:
+            await self.send_json(exc.frame())
+        except Exception:
+            log.exception("frame failed for %s", self.owner.key)
+            await self.send_json({"type": "error", "code": "internal", "detail": "the server failed; try again"})
+
+    async def on_send(self, frame):
+        conversation_id = _conversation_field(frame, required=False)
+        content = _content_field(frame, conversation_id)
+        params = _params_field(frame, conversation_id)
+        await self._refuse_if_busy(conversation_id)
+        conversation, user_message, reply = await _db(turns.start_turn)(
+            self.owner, conversation_id, content, params
+        )
+        await ConversationHistory(self.owner.key, conversation.pk).append(user_message.pk, "user", content)
+        await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
+                              "reply": reply.pk})
+        await self._announce_turn(conversation.pk, user_message, reply.pk)
+        await self._dispatch(conversation.pk, reply)
+
+    async def on_regenerate(self, frame):
+        conversation_id = _conversation_field(frame)
+        params = _params_field(frame, conversation_id) if "params" in frame else None
+        await self._refuse_if_busy(conversation_id)
+        conversation, reply = await _db(turns.start_regeneration)(self.owner, conversation_id, params)
+        await ConversationHistory(self.owner.key, conversation.pk).invalidate()
+        await self._announce_turn(conversation.pk, None, reply.pk)
+        await self._dispatch(conversation.pk, reply)
+
+    async def on_edit(self, frame):
+        conversation_id = _conversation_field(frame)
+        message_id = _id_field(frame, "message", conversation_id)
+        content = _content_field(frame, conversation_id)
+        params = _params_field(frame, conversation_id)
+        await self._refuse_if_busy(conversation_id)
+        conversation, user_message, reply = await _db(turns.start_edit)(
+            self.owner, conversation_id, message_id, content, params
+        )
+        await ConversationHistory(self.owner.key, conversation.pk).invalidate()
+        await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
+                              "reply": reply.pk, "replaces": message_id})
+        await self._announce_turn(conversation.pk, user_message, reply.pk, replaces=message_id)
+        await self._dispatch(conversation.pk, reply)
+
+    async def on_stop(self, frame):
+        conversation_id = _conversation_field(frame)
+        await _db(turns.get_owned)(self.owner, conversation_id)
+        replies = await _db(turns.generating_replies)(self.owner, conversation_id)
+        if not replies:
+            raise ProtocolError("not_generating", "no reply is being generated in this conversation",
+                                conversation_id)
+        for reply_id in replies:
+            await LiveReply(reply_id).request_cancel()
+            await self.channel_layer.group_send(WORKERS_GROUP, {"type": "chat.stop", "message": reply_id})
+
+    async def on_history(self, frame):
+        conversation_id = _conversation_field(frame)
+        await self._fail_abandoned(conversation_id)
+        conversation, messages = await _db(turns.active_messages)(self.owner, conversation_id)
+        frames = []
+        for message in messages:
+            item = message.as_frame()
+            if message.generating:  # show what the worker has produced so far
+                item["content"] = await LiveReply(message.pk).text()
+                item["generating"] = True
+            frames.append(item)
+        await self.send_json({"type": "history", "conversation": conversation.pk, "title": str(conversation),
+                              "messages": frames})
+
+    async def on_list(self, frame):
+        items = await _db(turns.conversation_list)(self.owner)
+        await self.send_json({"type": "conversations", "items": items})
+
+    async def on_rename(self, frame):
+        conversation_id = _conversation_field(frame)
+        title = frame.get("title")
+        if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE_CHARS:
+            raise ProtocolError("bad_field", f"'title' must be a non-empty string of at most "
+                                f"{MAX_TITLE_CHARS} characters", conversation_id)
+        await _db(turns.rename)(self.owner, conversation_id, title.strip())
+        await self.channel_layer.group_send(self.group, {"type": "chat.changed"})
+
+    async def on_delete(self, frame):
+        conversation_id = _conversation_field(frame)
+        await _db(turns.delete)(self.owner, conversation_id)
+        await ConversationHistory(self.owner.key, conversation_id).invalidate()
+        await self.channel_layer.group_send(self.group, {"type": "chat.changed", "deleted": conversation_id})
+
+    HANDLERS = {
+        "send": on_send, "regenerate": on_regenerate, "edit": on_edit, "stop": on_stop,
+        "history": on_history, "list": on_list, "rename": on_rename, "delete": on_delete,
+    }
+
+    # --- events from the worker and other sockets (channel layer) ----------------------
+    async def chat_token(self, event):
+        self.watched[event["message"]] = True
+        await self._relay(event)
+
+    async def chat_queued(self, event):
+        self.watched[event["message"]] = True
+        await self._relay(event)
+
+    async def chat_done(self, event):
+        self.watched.pop(event["message"], None)
+        await self._relay(event)
+
+    async def chat_turn(self, event):
+        await self._relay(event)
+
+    async def chat_changed(self, event):
+        await self._relay(event)
+
+    async def _relay(self, event):
+        await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
+
+    # --- helpers ----------------------------------------------------------------------
+    async def _identify(self):
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            return Owner(user_id=user.pk)
+        if not settings.CHAT_ALLOW_GUESTS:
+            return None
+        session = self.scope["session"]
+        if not session.session_key:
+            await database_sync_to_async(session.save)()
+        return Owner(guest_key=session.session_key)
+
+    async def _refuse_if_busy(self, conversation_id):
+        await self._fail_abandoned()
+        if await _db(turns.generating_replies)(self.owner):
+            raise ProtocolError("busy", "a reply is still being generated; wait for it or stop it first",
+                                conversation_id)
+
+    async def _fail_abandoned(self, conversation_id=None):
+        for reply_id in await _db(turns.generating_replies)(self.owner, conversation_id):
+            await fail_if_abandoned(reply_id, "the inference worker stopped responding; the text so far is kept")
+
+    async def _announce_turn(self, conversation_id, user_message, reply_id, replaces=None):
+        event = {"type": "chat.turn", "conversation": conversation_id, "reply": reply_id}
+        if user_message is not None:
+            event["user"] = {"id": user_message.pk, "role": "user", "content": user_message.content}
+        if replaces is not None:
+            event["replaces"] = replaces
+        await self.channel_layer.group_send(self.group, event)
+
+    async def _dispatch(self, conversation_id, reply):
+        """Hand the reply to a worker, or end it at once with no_worker when none is running."""
+        if not await live_workers():
+            detail = "no inference worker is running; start one, then regenerate this reply"
+            await self.send_json({"type": "error", "code": "no_worker", "detail": detail,
+                                  "conversation": conversation_id})
+            await finish_reply(reply.pk, content="", finish_reason=Message.FinishReason.ERROR, error_detail=detail)
+            return
+        messages = await ConversationHistory(self.owner.key, conversation_id).messages()
+        params = dict(reply.params)
+        system = params.pop("system", None)
+        await LiveReply(reply.pk).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
+        self.watched[reply.pk] = False
+        await self.channel_layer.send(settings.CHAT_WORKER_CHANNEL, {
+            "type": "chat.generate", "conversation": conversation_id, "message": reply.pk,
+            "owner": self.owner.key, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+            "params": params, "system": system,
+        })
+
+    async def _watch_replies(self):
+        """End replies whose worker went quiet (its liveness key in Redis expired)."""
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            for reply_id, reported in list(self.watched.items()):
+                detail = ("the inference worker stopped responding; the text so far is kept" if reported
+                          else f"no inference worker took this turn within {settings.CHAT_REQUEST_TIMEOUT:g} s")
+                try:
+                    if await fail_if_abandoned(reply_id, detail):
+                        self.watched.pop(reply_id, None)
+                except Exception:
+                    log.exception("watchdog failed for reply %s", reply_id)
+
+
+def _db(function):
+    return database_sync_to_async(function)
+
+
+def _id_field(frame, name, conversation_id=None, required=True):
+    value = frame.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ProtocolError("bad_field", f"'{name}' must be a positive integer id", conversation_id)
+    return value
+
+
+def _conversation_field(frame, required=True):
+    return _id_field(frame, "conversation", required=required)
+
+
+def _content_field(frame, conversation_id):
+    content = frame.get("content")
+    if not isinstance(content, str) or not content.strip():
+        raise ProtocolError("bad_field", "'content' must be a non-empty string", conversation_id)
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ProtocolError("too_large", f"the message has {len(content)} characters; the limit is "
+                            f"{settings.CHAT_MAX_MESSAGE_CHARS}", conversation_id)
+    return content
+
+
+def _params_field(frame, conversation_id):
+    """Validated sampling parameters plus the system prompt, as stored on the reply."""
+    raw = frame.get("params") or {}
+    if not isinstance(raw, dict):
+        raise ProtocolError("bad_field", "'params' must be an object", conversation_id)
+    raw = dict(raw)
+    system = raw.pop("system", None)
+    if system is not None and (not isinstance(system, str) or len(system) > settings.CHAT_MAX_MESSAGE_CHARS):
+        raise ProtocolError("bad_field", "'params.system' must be a string within the message size limit",
+                            conversation_id)
+    raw.setdefault("max_new_tokens", settings.CHAT_MAX_NEW_TOKENS)
+    try:
+        params = SamplingParams.from_dict(raw, settings.CHAT_MAX_NEW_TOKENS_LIMIT).as_dict()
+    except (InvalidParameters, TypeError) as exc:
+        raise ProtocolError("bad_params", str(exc), conversation_id) from None
+    params["system"] = system if system is not None else settings.CHAT_DEFAULT_SYSTEM_PROMPT
+    return params

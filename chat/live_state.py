@@ -1,0 +1,126 @@
+"""The one place that talks to Redis directly (the channel layer aside).
+
+- ConversationHistory: the hot context of each conversation, namespaced per owner, trimmed,
+  rebuilt from the database whenever Redis has lost it.
+- LiveReply: the state of a reply being generated: partial text (so a reloaded page can show
+  it), a liveness key whose expiry means "the worker is gone", and a cancel flag.
+- Worker heartbeats, read by /healthz and before handing out a turn.
+"""
+import asyncio
+import json
+import weakref
+
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+_clients = weakref.WeakKeyDictionary()
+PARTIAL_TTL = 24 * 3600
+
+
+def redis_client():
+    """A client bound to the running event loop (redis.asyncio pools cannot cross loops)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = _clients[loop] = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    return client
+
+
+class ConversationHistory:
+    def __init__(self, owner_key, conversation_id):
+        self.key = f"chat:{owner_key}:conv:{conversation_id}:history"
+        self.conversation_id = conversation_id
+
+    async def messages(self):
+        """[{id, role, content}] of the active messages, oldest first."""
+        r = redis_client()
+        raw = await r.lrange(self.key, 0, -1)
+        if raw:
+            return [json.loads(item) for item in raw]
+        return await self.rebuild()
+
+    async def rebuild(self):
+        rows = await _load_active_messages(self.conversation_id, settings.CHAT_HISTORY_MAX_MESSAGES)
+        r = redis_client()
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key)
+            if rows:
+                pipe.rpush(self.key, *[json.dumps(row) for row in rows])
+            await pipe.execute()
+        return rows
+
+    async def append(self, message_id, role, content):
+        r = redis_client()
+        if await r.exists(self.key):
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.rpush(self.key, json.dumps({"id": message_id, "role": role, "content": content}))
+                pipe.ltrim(self.key, -settings.CHAT_HISTORY_MAX_MESSAGES, -1)
+                await pipe.execute()
+        else:
+            await self.rebuild()
+
+    async def invalidate(self):
+        await redis_client().delete(self.key)
+
+
+@database_sync_to_async
+def _load_active_messages(conversation_id, limit):
+    from .models import Message
+
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id, superseded=False)
+        .exclude(role=Message.Role.ASSISTANT, finish_reason="")
+        .order_by("-id")
+        .values("id", "role", "content")[:limit]
+    )
+    return list(reversed(list(rows)))
+
+
+class LiveReply:
+    def __init__(self, message_id):
+        prefix = f"chat:reply:{message_id}"
+        self.alive_key, self.text_key, self.cancel_key = f"{prefix}:alive", f"{prefix}:text", f"{prefix}:cancel"
+
+    async def keep_alive(self, seconds):
+        await redis_client().set(self.alive_key, "1", ex=max(1, int(seconds + 0.999)))
+
+    async def is_alive(self):
+        return bool(await redis_client().exists(self.alive_key))
+
+    async def append(self, text, stall_timeout):
+        async with redis_client().pipeline(transaction=False) as pipe:
+            pipe.append(self.text_key, text)
+            pipe.expire(self.text_key, PARTIAL_TTL)
+            pipe.set(self.alive_key, "1", ex=max(1, int(stall_timeout + 0.999)))
+            await pipe.execute()
+
+    async def text(self):
+        return await redis_client().get(self.text_key) or ""
+
+    async def end(self):
+        await redis_client().delete(self.alive_key, self.text_key)
+
+    async def request_cancel(self):
+        await redis_client().set(self.cancel_key, "1", ex=3600)
+
+    async def cancel_requested(self):
+        return bool(await redis_client().exists(self.cancel_key))
+
+
+WORKER_KEY_PREFIX = "chat:worker:"
+
+
+async def announce_worker(worker_id, info, ttl):
+    await redis_client().set(WORKER_KEY_PREFIX + worker_id, json.dumps(info), ex=max(1, int(ttl + 0.999)))
+
+
+async def withdraw_worker(worker_id):
+    await redis_client().delete(WORKER_KEY_PREFIX + worker_id)
+
+
+async def live_workers():
+    r = redis_client()
+    keys = [key async for key in r.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100)]
+    values = await r.mget(keys) if keys else []
+    return [json.loads(v) for v in values if v]

@@ -1,0 +1,27 @@
+import asyncio
+import signal
+
+from django.core.management.base import BaseCommand, CommandError
+
+from inference import EngineError
+
+from ...worker import InferenceWorker, load_engine_from_settings
+
+
+class Command(BaseCommand):
+    help = "Load the model once and serve generation requests from the channel layer until stopped."
+
+    def handle(self, *args, **options):
+        try:
+            engine = load_engine_from_settings()
+        except EngineError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(f"Loaded {engine!r}; serving requests.")
+        asyncio.run(self._serve(engine))
+
+    async def _serve(self, engine):
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await InferenceWorker(engine).run(stop)

@@ -1,0 +1,101 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Owner:
+    """Who a conversation belongs to: a signed-in user, or a guest identified by session key."""
+
+    def __init__(self, user_id=None, guest_key=None):
+        if bool(user_id) == bool(guest_key):
+            raise ValueError("an owner is either a user or a guest")
+        self.user_id, self.guest_key = user_id, guest_key
+
+    @property
+    def key(self):
+        """A stable string for Redis keys and channel-layer group names."""
+        return f"u{self.user_id}" if self.user_id else f"g{self.guest_key}"
+
+    def filter(self):
+        return Q(user_id=self.user_id) if self.user_id else Q(user__isnull=True, guest_key=self.guest_key)
+
+    def fields(self):
+        return {"user_id": self.user_id, "guest_key": self.guest_key or ""}
+
+
+class ConversationQuerySet(models.QuerySet):
+    def owned_by(self, owner):
+        return self.filter(owner.filter())
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
+    guest_key = models.CharField(max_length=64, blank=True, db_index=True)
+    title = models.CharField(max_length=200, blank=True)
+    model_name = models.CharField(max_length=200, blank=True, db_index=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated = models.DateTimeField(auto_now=True, db_index=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated"]
+
+    def __str__(self):
+        return self.title or f"Conversation {self.pk}"
+
+    @property
+    def owner(self):
+        return Owner(self.user_id, None if self.user_id else self.guest_key)
+
+    def active_messages(self):
+        return self.messages.filter(superseded=False).order_by("id")
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class FinishReason(models.TextChoices):
+        GENERATING = "", "generating"
+        STOP = "stop"
+        LENGTH = "length"
+        CANCELLED = "cancelled"
+        ERROR = "error"
+
+    conversation = models.ForeignKey(Conversation, related_name="messages", on_delete=models.CASCADE)
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=16, choices=FinishReason.choices, blank=True, db_index=True)
+    error_detail = models.CharField(max_length=500, blank=True)
+    superseded = models.BooleanField(default=False, db_index=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    time_to_first_token_ms = models.FloatField(null=True, blank=True)
+    generation_ms = models.FloatField(null=True, blank=True)
+    model_name = models.CharField(max_length=200, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    rating = models.SmallIntegerField(null=True, blank=True, choices=[(1, "up"), (-1, "down")], db_index=True)
+    feedback = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["conversation", "superseded", "id"])]
+
+    def __str__(self):
+        return f"{self.role}: {self.content[:60]}"
+
+    @property
+    def generating(self):
+        return self.role == self.Role.ASSISTANT and self.finish_reason == ""
+
+    def as_frame(self):
+        """The message as the protocol's `history` frame lists it."""
+        frame = {"id": self.pk, "role": self.role, "content": self.content}
+        if self.role == self.Role.ASSISTANT:
+            frame["finish_reason"] = self.finish_reason or None
+            if self.rating is not None:
+                frame["rating"] = self.rating
+        return frame

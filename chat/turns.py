@@ -1,0 +1,107 @@
+"""Database work for starting turns, kept synchronous and transactional (the consumer wraps it)."""
+from django.db import transaction
+from django.utils import timezone
+
+from .models import Conversation, Message
+
+TITLE_LENGTH = 60
+
+
+class ProtocolError(Exception):
+    """A refused frame: becomes an `error` frame with this code and detail."""
+
+    def __init__(self, code, detail, conversation=None):
+        super().__init__(detail)
+        self.code, self.detail, self.conversation = code, detail, conversation
+
+    def frame(self):
+        frame = {"type": "error", "code": self.code, "detail": self.detail}
+        if self.conversation is not None:
+            frame["conversation"] = self.conversation
+        return frame
+
+
+def get_owned(owner, conversation_id):
+    """The owner's conversation, or not_found (the same answer whether it is absent or someone else's)."""
+    conversation = Conversation.objects.owned_by(owner).filter(pk=conversation_id).first()
+    if conversation is None:
+        raise ProtocolError("not_found", "no such conversation", conversation_id)
+    return conversation
+
+
+def generating_replies(owner, conversation_id=None):
+    query = Message.objects.filter(
+        role=Message.Role.ASSISTANT, finish_reason="", conversation__in=Conversation.objects.owned_by(owner)
+    )
+    if conversation_id is not None:
+        query = query.filter(conversation_id=conversation_id)
+    return list(query.values_list("id", flat=True))
+
+
+@transaction.atomic
+def start_turn(owner, conversation_id, content, params):
+    """Store the user's message and an empty reply to fill; create the conversation if needed."""
+    if conversation_id is None:
+        conversation = Conversation.objects.create(title=_title(content), **owner.fields())
+    else:
+        conversation = get_owned(owner, conversation_id)
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    reply = _new_reply(conversation, params)
+    return conversation, user_message, reply
+
+
+@transaction.atomic
+def start_regeneration(owner, conversation_id, params):
+    """Supersede the last reply and open a new one in its place."""
+    conversation = get_owned(owner, conversation_id)
+    last = conversation.active_messages().last()
+    if last is None or last.role != Message.Role.ASSISTANT:
+        raise ProtocolError("nothing_to_regenerate", "the conversation has no reply to regenerate", conversation_id)
+    last.superseded = True
+    last.save(update_fields=["superseded"])
+    return conversation, _new_reply(conversation, params or last.params)
+
+
+@transaction.atomic
+def start_edit(owner, conversation_id, message_id, content, params):
+    """Replace a user message: it and every later message are superseded (kept for reviewers)."""
+    conversation = get_owned(owner, conversation_id)
+    edited = conversation.active_messages().filter(pk=message_id, role=Message.Role.USER).first()
+    if edited is None:
+        raise ProtocolError("not_found", "no such user message in this conversation", conversation_id)
+    conversation.active_messages().filter(id__gte=edited.pk).update(superseded=True)
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    return conversation, user_message, _new_reply(conversation, params)
+
+
+def _new_reply(conversation, params):
+    conversation.updated = timezone.now()
+    conversation.save(update_fields=["updated"])
+    return Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, content="", finish_reason="", params=params
+    )
+
+
+def _title(content):
+    line = " ".join(content.split())
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1] + "…"
+
+
+def conversation_list(owner, limit=200):
+    rows = Conversation.objects.owned_by(owner).order_by("-updated")[:limit]
+    return [{"id": c.pk, "title": str(c), "updated": c.updated.isoformat()} for c in rows]
+
+
+def rename(owner, conversation_id, title):
+    conversation = get_owned(owner, conversation_id)
+    conversation.title = title
+    conversation.save(update_fields=["title", "updated"])
+
+
+def delete(owner, conversation_id):
+    get_owned(owner, conversation_id).delete()
+
+
+def active_messages(owner, conversation_id):
+    conversation = get_owned(owner, conversation_id)
+    return conversation, list(conversation.active_messages())

@@ -1,0 +1,218 @@
+"""The inference worker: takes turns off the channel layer, streams replies back to users.
+
+Run it with `python manage.py inference_worker`. It loads the model once, then serves the
+request channel until SIGTERM/SIGINT. Requests are taken first come, first served; while one
+reply generates, the ones behind it are told their place in the queue.
+"""
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from inference import EngineConfig, EngineError, load_engine
+
+from .live_state import LiveReply, announce_worker, withdraw_worker
+from .models import Message
+from .replies import WORKERS_GROUP, finish_reply, user_group
+
+log = logging.getLogger(__name__)
+_END = object()
+
+
+def engine_config_from_settings():
+    return EngineConfig(
+        model=settings.CHAT_MODEL,
+        device=settings.CHAT_DEVICE,
+        dtype=settings.CHAT_DTYPE,
+        cache_dir=settings.CHAT_MODEL_CACHE,
+        context_window=settings.CHAT_CONTEXT_WINDOW,
+        max_new_tokens_limit=settings.CHAT_MAX_NEW_TOKENS_LIMIT,
+    )
+
+
+def load_engine_from_settings():
+    return load_engine(engine_config_from_settings())
+
+
+class InferenceWorker:
+    def __init__(self, engine, worker_id=None):
+        self.engine = engine
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.layer = get_channel_layer()
+        self.waiting = []  # requests taken but not started, oldest first
+        self.current = None  # (request, ReplyStream) being generated
+        self.started = time.time()
+
+    async def run(self, stop_event):
+        """Serve until stop_event is set; the reply in progress is cancelled and stored."""
+        self.control_channel = await self.layer.new_channel()
+        await self.layer.group_add(WORKERS_GROUP, self.control_channel)
+        self.work_ready = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._take_requests()),
+            asyncio.create_task(self._take_control()),
+            asyncio.create_task(self._generate_forever()),
+        ]
+        log.info("worker %s ready: %r", self.id, self.engine)
+        try:
+            await stop_event.wait()
+        finally:
+            if self.current:
+                self.current[1].cancel()
+                await asyncio.sleep(0.2)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await withdraw_worker(self.id)
+            await self.layer.group_discard(WORKERS_GROUP, self.control_channel)
+            log.info("worker %s stopped", self.id)
+
+    def info(self):
+        return {
+            "id": self.id,
+            "model": self.engine.name,
+            "device": str(self.engine.device),
+            "dtype": str(self.engine.dtype).removeprefix("torch."),
+            "started": self.started,
+            "active": int(self.current is not None),
+            "waiting": len(self.waiting),
+        }
+
+    async def _heartbeat(self):
+        interval = settings.CHAT_WORKER_HEARTBEAT
+        while True:
+            await announce_worker(self.id, self.info(), ttl=interval * 3)
+            # Waiting requests stay alive while they wait, and learn their place in line.
+            for position, request in enumerate(self.waiting, start=1):
+                await self._tell_queued(request, position)
+            await asyncio.sleep(interval)
+
+    async def _take_requests(self):
+        while True:
+            request = await self.layer.receive(settings.CHAT_WORKER_CHANNEL)
+            if request.get("type") != "chat.generate":
+                log.warning("ignoring unknown request type %r", request.get("type"))
+                continue
+            self.waiting.append(request)
+            if self.current is not None:
+                await self._tell_queued(request, len(self.waiting))
+            self.work_ready.set()
+
+    async def _take_control(self):
+        while True:
+            event = await self.layer.receive(self.control_channel)
+            if event.get("type") != "chat.stop":
+                continue
+            message_id = event.get("message")
+            if self.current and self.current[0]["message"] == message_id:
+                self.current[1].cancel()
+            for request in list(self.waiting):
+                if request["message"] == message_id:
+                    self.waiting.remove(request)
+                    await finish_reply(message_id, content="", finish_reason=Message.FinishReason.CANCELLED)
+
+    async def _generate_forever(self):
+        while True:
+            await self.work_ready.wait()
+            if not self.waiting:
+                self.work_ready.clear()
+                continue
+            request = self.waiting.pop(0)
+            try:
+                await self.generate(request)
+            except Exception:  # a bug must not take the worker down with it
+                log.exception("reply %s failed", request.get("message"))
+                await finish_reply(
+                    request["message"], content="", finish_reason=Message.FinishReason.ERROR,
+                    error_detail="the worker failed while generating this reply",
+                )
+
+    async def _tell_queued(self, request, position):
+        await LiveReply(request["message"]).keep_alive(settings.CHAT_STALL_TIMEOUT)
+        await self.layer.group_send(
+            user_group(request["owner"]),
+            {"type": "chat.queued", "conversation": request["conversation"],
+             "message": request["message"], "position": position},
+        )
+
+    async def generate(self, request):
+        """Generate one reply, streaming coalesced pieces to the user's group, then store it."""
+        message_id, live = request["message"], LiveReply(request["message"])
+        if await live.cancel_requested():
+            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.CANCELLED)
+            return
+        await live.keep_alive(settings.CHAT_STALL_TIMEOUT)
+        loop = asyncio.get_running_loop()
+        pieces = asyncio.Queue()
+        started = time.monotonic()
+        try:
+            stream = await asyncio.to_thread(
+                self.engine.stream_reply, request["messages"], request.get("params"), request.get("system")
+            )
+        except EngineError as exc:
+            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR, error_detail=str(exc))
+            return
+        self.current = (request, stream)
+        threading.Thread(target=_pump, args=(stream, loop, pieces), daemon=True).start()
+
+        text, pending, first_token_at = [], [], None
+        flush_at = 0.0
+        try:
+            while True:
+                timeout = max(0.0, flush_at - time.monotonic()) if pending else None
+                try:
+                    item = await asyncio.wait_for(pieces.get(), timeout)
+                except TimeoutError:
+                    item = None
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, str):
+                    if first_token_at is None:
+                        first_token_at = time.monotonic()
+                    if not pending:
+                        flush_at = time.monotonic() + settings.CHAT_TOKEN_FLUSH_INTERVAL
+                    pending.append(item)
+                if pending and (item is None or item is _END or time.monotonic() >= flush_at):
+                    await self._send_piece(request, "".join(pending), sum(map(len, text)))
+                    text.extend(pending)
+                    pending.clear()
+                if item is _END:
+                    break
+        finally:
+            self.current = None
+        ended = time.monotonic()
+        await finish_reply(
+            message_id,
+            content="".join(text),
+            finish_reason=stream.finish_reason,
+            prompt_tokens=stream.prompt_tokens,
+            completion_tokens=stream.completion_tokens,
+            time_to_first_token_ms=(first_token_at - started) * 1000 if first_token_at else None,
+            generation_ms=(ended - started) * 1000,
+            model_name=self.engine.name,
+        )
+
+    async def _send_piece(self, request, text, offset):
+        await LiveReply(request["message"]).append(text, settings.CHAT_STALL_TIMEOUT)
+        await self.layer.group_send(
+            user_group(request["owner"]),
+            {"type": "chat.token", "conversation": request["conversation"],
+             "message": request["message"], "text": text, "offset": offset},
+        )
+
+
+def _pump(stream, loop, queue):
+    """Run the blocking generation loop in a thread, handing pieces to the event loop."""
+    try:
+        for piece in stream:
+            loop.call_soon_threadsafe(queue.put_nowait, piece)
+        loop.call_soon_threadsafe(queue.put_nowait, _END)
+    except BaseException as exc:  # noqa: BLE001 - re-raised on the event loop side
+        loop.call_soon_threadsafe(queue.put_nowait, exc)

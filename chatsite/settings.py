@@ -1,0 +1,149 @@
+"""All configuration, read from the environment in this one place.
+
+Every variable has a default that lets a fresh checkout run (`make run`). A malformed value
+stops start-up with an error that names the variable.
+"""
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+from environs import Env, EnvError
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = Env()
+env.read_env(BASE_DIR / ".env", recurse=False)
+
+
+def _read(kind, name, default, **kwargs):
+    try:
+        return getattr(env, kind)(name, default, **kwargs)
+    except EnvError as exc:
+        raise ImproperlyConfigured(f"Bad value for environment variable {name}: {exc}") from None
+
+
+def _port(name, default):
+    value = _read("int", name, default)
+    if not 1 <= value <= 65535:
+        raise ImproperlyConfigured(f"Bad value for environment variable {name}: {value} is not a TCP port")
+    return value
+
+
+def _positive(kind, name, default):
+    value = _read(kind, name, default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"Bad value for environment variable {name}: must be greater than 0")
+    return value
+
+
+def _choice(name, default, choices):
+    value = _read("str", name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"Bad value for environment variable {name}: {value!r} is not one of {choices}")
+    return value
+
+
+# --- Django core -------------------------------------------------------------------------
+DEBUG = _read("bool", "DEBUG", False)
+SECRET_KEY = _read("str", "SECRET_KEY", "dev-only-insecure-key-set-SECRET_KEY-in-production")
+ALLOWED_HOSTS = _read("list", "ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatsite.urls"
+ASGI_APPLICATION = "chatsite.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": _read("dj_db_url", "DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker processes write concurrently: wait for the lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
+SESSION_COOKIE_AGE = 60 * 60 * 24 * 365
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = True  # serve from static/ without a collectstatic step
+
+# --- Serving -----------------------------------------------------------------------------
+CHAT_HOST = _read("str", "CHAT_HOST", "127.0.0.1")
+CHAT_PORT = _port("CHAT_PORT", 8000)
+REDIS_URL = _read("str", "REDIS_URL", "redis://127.0.0.1:6379/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+    }
+}
+
+# --- Model and inference -----------------------------------------------------------------
+CHAT_MODEL = _read("str", "CHAT_MODEL", "default")  # "default", a Hugging Face id, or a folder
+CHAT_DEVICE = _read("str", "CHAT_DEVICE", "auto")  # auto, cpu, cuda:N
+CHAT_DTYPE = _choice("CHAT_DTYPE", "auto", ["auto", "float32", "bfloat16", "float16"])
+CHAT_MODEL_CACHE = _read("path", "CHAT_MODEL_CACHE", Path.home() / ".cache" / "chatsite" / "models")
+CHAT_CONTEXT_WINDOW = _read("int", "CHAT_CONTEXT_WINDOW", 8192)  # 0: the model's own maximum
+CHAT_MAX_NEW_TOKENS = _positive("int", "CHAT_MAX_NEW_TOKENS", 512)  # default per reply
+CHAT_MAX_NEW_TOKENS_LIMIT = _positive("int", "CHAT_MAX_NEW_TOKENS_LIMIT", 4096)  # most a client may ask
+CHAT_DEFAULT_SYSTEM_PROMPT = _read("str", "CHAT_DEFAULT_SYSTEM_PROMPT", "You are a helpful assistant.")
+CHAT_WORKER_CHANNEL = _read("str", "CHAT_WORKER_CHANNEL", "chat-inference")
+
+# --- Chat behaviour, limits and timeouts --------------------------------------------------
+CHAT_ALLOW_GUESTS = _read("bool", "CHAT_ALLOW_GUESTS", True)
+CHAT_MAX_MESSAGE_CHARS = _positive("int", "CHAT_MAX_MESSAGE_CHARS", 32_000)
+CHAT_HISTORY_MAX_MESSAGES = _positive("int", "CHAT_HISTORY_MAX_MESSAGES", 100)  # kept hot in Redis
+CHAT_REQUEST_TIMEOUT = _positive("float", "CHAT_REQUEST_TIMEOUT", 30.0)  # no worker picked the turn up
+CHAT_STALL_TIMEOUT = _positive("float", "CHAT_STALL_TIMEOUT", 60.0)  # no token from a started reply
+CHAT_TOKEN_FLUSH_INTERVAL = _read("float", "CHAT_TOKEN_FLUSH_INTERVAL", 0.03)  # coalesce token frames
+CHAT_WORKER_HEARTBEAT = _positive("float", "CHAT_WORKER_HEARTBEAT", 2.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": _read("str", "LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}

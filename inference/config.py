@@ -1,0 +1,16 @@
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = "default"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to load and run a model. Built by the caller; inference/ reads no environment."""
+
+    model: str = DEFAULT_MODEL  # "default" (the packaged model), a Hugging Face id, or a folder
+    device: str = "auto"  # "auto", "cpu" or "cuda:N"
+    dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "chatsite" / "models")
+    context_window: int = 0  # 0: the model's own maximum
+    max_new_tokens_limit: int = 4096

@@ -1,0 +1,95 @@
+import threading
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from . import packaged_model
+from .config import DEFAULT_MODEL, EngineConfig
+from .device import resolve_device, resolve_dtype
+from .errors import EngineError
+from .generation import ReplyStream
+from .prompt import build_prompt
+from .sampling import SamplingParams
+
+
+def load_model(config):
+    """Load the configured model and tokenizer, pinned to one device and dtype, in eval mode."""
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    if config.model == DEFAULT_MODEL:
+        source, name = packaged_model.ensure_converted(config.cache_dir), packaged_model.NAME
+    else:
+        source = name = config.model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"could not load model {config.model!r}: {exc}") from exc
+    if tokenizer.chat_template is None:
+        raise EngineError(f"model {config.model!r} has no chat template; use a chat/instruct model")
+    return model.to(device).eval(), tokenizer, name
+
+
+class Engine:
+    """A loaded model that turns conversations into streamed replies."""
+
+    def __init__(self, model, tokenizer, config=None, name=None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config or EngineConfig()
+        self.name = name or getattr(model.config, "name_or_path", "model")
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        model_window = getattr(model.config, "max_position_embeddings", None) or 2048
+        self.context_window = min(self.config.context_window or model_window, model_window)
+        self.stop_token_ids = _stop_token_ids(model, tokenizer)
+        # One reply decodes at a time; concurrent callers wait their turn.
+        self.generation_lock = threading.Lock()
+
+    def params(self, **values):
+        """Validated SamplingParams (defaults for anything not given)."""
+        return SamplingParams.from_dict(values, self.config.max_new_tokens_limit)
+
+    def stream_reply(self, messages, params=None, system=None):
+        """Start a reply to `messages` ([{role, content}], ending with the user's); iterate it for text."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        params = params or SamplingParams()
+        if isinstance(params, dict):
+            params = self.params(**params)
+        params.validate(self.config.max_new_tokens_limit)
+        max_new = min(params.max_new_tokens, max(1, self.context_window // 2))
+        prompt_ids, dropped = build_prompt(
+            self.tokenizer, messages, system=system,
+            context_window=self.context_window, max_new_tokens=max_new,
+        )
+        return ReplyStream(self, prompt_ids, params, dropped)
+
+    def reply(self, messages, params=None, system=None):
+        return self.stream_reply(messages, params, system).text()
+
+    def __repr__(self):
+        return f"<Engine {self.name} on {self.device} ({str(self.dtype).removeprefix('torch.')})>"
+
+
+def load_engine(config=None, **overrides):
+    """Load an Engine. `load_engine()` gives the packaged default model on the best device."""
+    config = config or EngineConfig(**overrides)
+    model, tokenizer, name = load_model(config)
+    return Engine(model, tokenizer, config, name)
+
+
+def _stop_token_ids(model, tokenizer):
+    ids = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    # ChatML templates end a turn with <|im_end|>, which some configs do not list as eos.
+    for token in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return frozenset(ids)

@@ -1,0 +1,50 @@
+from dataclasses import asdict, dataclass
+
+from .errors import EngineError
+
+
+class InvalidParameters(EngineError):
+    pass
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-reply sampling settings. temperature 0 means greedy decoding."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_new_tokens: int = 512
+    seed: int | None = None
+
+    def as_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values, max_new_tokens_limit=4096):
+        """Build validated params from untrusted input (a dict from JSON); unknown keys are refused."""
+        values = dict(values or {})
+        unknown = set(values) - {"temperature", "top_p", "max_new_tokens", "seed"}
+        if unknown:
+            raise InvalidParameters(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
+        params = cls(**values)
+        params.validate(max_new_tokens_limit)
+        return params
+
+    def validate(self, max_new_tokens_limit=4096):
+        _check_number("temperature", self.temperature, 0.0, 2.0)
+        _check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise InvalidParameters("max_new_tokens must be an integer")
+        if not 1 <= self.max_new_tokens <= max_new_tokens_limit:
+            raise InvalidParameters(f"max_new_tokens must be between 1 and {max_new_tokens_limit}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise InvalidParameters("seed must be an integer")
+
+
+def _check_number(name, value, low, high, low_inclusive=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidParameters(f"{name} must be a number")
+    too_low = value < low if low_inclusive else value <= low
+    if too_low or value > high or value != value:
+        bracket = "[" if low_inclusive else "("
+        raise InvalidParameters(f"{name} must be in {bracket}{low}, {high}]")
