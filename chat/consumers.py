@@ -147,9 +147,23 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await ConversationHistory(self.owner.key, conversation_id).invalidate()
         await self.channel_layer.group_send(self.group, {"type": "chat.changed", "deleted": conversation_id})
 
+    async def on_rate(self, frame):
+        message_id = _id_field(frame, "message")
+        rating, comment = frame.get("rating"), frame.get("comment", "")
+        if rating not in (1, -1, None) or isinstance(rating, bool):
+            raise ProtocolError("bad_field", "'rating' must be 1, -1 or null")
+        if not isinstance(comment, str) or len(comment) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise ProtocolError("bad_field", "'comment' must be a string within the message size limit")
+        conversation_id = await _db(turns.rate)(self.owner, message_id, rating, comment)
+        await self.channel_layer.group_send(self.group, {
+            "type": "chat.rated", "conversation": conversation_id, "message": message_id,
+            "rating": rating, "comment": comment,
+        })
+
     HANDLERS = {
         "send": on_send, "regenerate": on_regenerate, "edit": on_edit, "stop": on_stop,
         "history": on_history, "list": on_list, "rename": on_rename, "delete": on_delete,
+        "rate": on_rate,
     }
 
     # --- events from the worker and other sockets (channel layer) ----------------------
@@ -169,6 +183,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._relay(event)
 
     async def chat_changed(self, event):
+        await self._relay(event)
+
+    async def chat_rated(self, event):
         await self._relay(event)
 
     async def _relay(self, event):

@@ -105,3 +105,15 @@ def delete(owner, conversation_id):
 def active_messages(owner, conversation_id):
     conversation = get_owned(owner, conversation_id)
     return conversation, list(conversation.active_messages())
+
+
+def rate(owner, message_id, rating, comment):
+    """Store a user's rating of one of their assistant replies; returns its conversation id."""
+    message = Message.objects.filter(
+        pk=message_id, role=Message.Role.ASSISTANT, conversation__in=Conversation.objects.owned_by(owner)
+    ).first()
+    if message is None:
+        raise ProtocolError("not_found", "no such reply")
+    message.rating, message.feedback = rating, comment
+    message.save(update_fields=["rating", "feedback"])
+    return message.conversation_id

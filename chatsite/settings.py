@@ -132,6 +132,7 @@ CHAT_WORKER_CHANNEL = _read("str", "CHAT_WORKER_CHANNEL", "chat-inference")
 
 # --- Chat behaviour, limits and timeouts --------------------------------------------------
 CHAT_ALLOW_GUESTS = _read("bool", "CHAT_ALLOW_GUESTS", True)
+CHAT_ADMIN_READ_ONLY = _read("bool", "CHAT_ADMIN_READ_ONLY", True)  # reviewers cannot edit history
 CHAT_MAX_MESSAGE_CHARS = _positive("int", "CHAT_MAX_MESSAGE_CHARS", 32_000)
 CHAT_HISTORY_MAX_MESSAGES = _positive("int", "CHAT_HISTORY_MAX_MESSAGES", 100)  # kept hot in Redis
 CHAT_REQUEST_TIMEOUT = _positive("float", "CHAT_REQUEST_TIMEOUT", 30.0)  # no worker picked the turn up

@@ -45,6 +45,7 @@ class ReplyStream:
         self.dropped_messages = dropped_messages
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
+        self.token_ids = []  # the generated ids, end-of-turn token excluded
         self.finish_reason = None
         self._cancelled = threading.Event()
 
@@ -74,6 +75,7 @@ class ReplyStream:
                     self.finish_reason = "stop"
                     break
                 self.completion_tokens += 1
+                self.token_ids.append(token_id)
                 piece = detokenizer.add(token_id)
                 if piece:
                     yield piece

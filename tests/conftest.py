@@ -1,0 +1,64 @@
+import pytest
+import redis
+from django.conf import settings
+
+from tests.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def default_model_dir():
+    """The packaged default model, converted once into the cache (as `make setup` does)."""
+    from inference.packaged_model import ensure_converted
+
+    return ensure_converted(settings.CHAT_MODEL_CACHE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(default_model_dir, tmp_path_factory):
+    """A tiny qwen2 model with random weights and the default model's real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"), tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir):
+    from inference import EngineConfig, load_engine
+
+    return load_engine(EngineConfig(model=str(tiny_model_dir), device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def real_engine(default_model_dir, tmp_path_factory):
+    from inference import EngineConfig, load_engine
+
+    return load_engine(EngineConfig(cache_dir=settings.CHAT_MODEL_CACHE, device="cpu"))
+
+
+@pytest.fixture
+def clean_redis():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory, default_model_dir):
+    """The whole service started from the Procfile, as `make run` starts it, on a free port."""
+    stack = Stack(tmp_path_factory.mktemp("stack"), CHAT_STALL_TIMEOUT=20, CHAT_REQUEST_TIMEOUT=20)
+    try:
+        yield stack.start_all()
+    finally:
+        stack.stop()

@@ -1,0 +1,107 @@
+"""The real stack (web + worker from the Procfile, Redis, a file database) on loopback, for tests."""
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def procfile_commands():
+    commands = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, command = line.split(":", 1)
+            commands[name.strip()] = command.strip()
+    return commands
+
+
+class Stack:
+    """Starts each Procfile process as its own child (as honcho does), so tests can kill one."""
+
+    def __init__(self, workdir, redis_db=10, **env):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws/chat/"
+        self.db_path = Path(workdir) / "db.sqlite3"
+        self.log_dir = Path(workdir)
+        self.env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "CHAT_PORT": str(self.port),
+            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+            "PYTHONUNBUFFERED": "1",
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.processes = {}
+        self.commands = procfile_commands()
+
+    def migrate(self):
+        subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+                       cwd=ROOT, env=self.env, check=True)
+        import redis
+
+        redis.Redis.from_url(self.env["REDIS_URL"]).flushdb()
+
+    def start(self, name):
+        log = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            shlex.split(self.commands[name]), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self.processes[name]
+
+    def kill(self, name, sig=signal.SIGKILL):
+        process = self.processes.pop(name)
+        os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+    def start_all(self, timeout=240):
+        self.migrate()
+        for name in self.commands:
+            self.start(name)
+        self.wait_healthy(timeout)
+        return self
+
+    def health(self):
+        try:
+            with urllib.request.urlopen(self.base_url + "/healthz", timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    def wait_healthy(self, timeout=240):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.health() == 200:
+                return
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited: {self.log(name)[-3000:]}")
+            time.sleep(0.5)
+        raise TimeoutError(f"stack not healthy in {timeout} s: {self.log('worker')[-3000:]}")
+
+    def log(self, name):
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self):
+        for name in list(self.processes):
+            try:
+                self.kill(name, signal.SIGTERM)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass

@@ -1,0 +1,55 @@
+import pytest
+from transformers import AutoTokenizer
+
+from inference import EngineError, PromptTooLong, build_prompt
+
+
+@pytest.fixture(scope="module")
+def tokenizer(default_model_dir):
+    return AutoTokenizer.from_pretrained(default_model_dir)
+
+
+def conversation(turns):
+    messages = []
+    for n in range(turns):
+        messages.append({"role": "user", "content": f"question number {n} " + "word " * 20})
+        messages.append({"role": "assistant", "content": f"answer number {n} " + "word " * 20})
+    messages.append({"role": "user", "content": "the newest question"})
+    return messages
+
+
+def test_it_renders_system_prompt_and_every_turn_with_the_chat_template(tokenizer):
+    ids, dropped = build_prompt(tokenizer, conversation(2), system="Be brief.", context_window=4096,
+                                max_new_tokens=100)
+    text = tokenizer.decode(ids)
+    assert dropped == 0
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    for part in ["question number 0", "answer number 0", "question number 1", "the newest question"]:
+        assert part in text
+    assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_it_drops_the_oldest_turns_to_fit_but_keeps_system_and_newest(tokenizer):
+    full, _ = build_prompt(tokenizer, conversation(6), system="Be brief.", context_window=100_000,
+                           max_new_tokens=1)
+    window, max_new = len(full) // 2, 50
+    ids, dropped = build_prompt(tokenizer, conversation(6), system="Be brief.", context_window=window,
+                                max_new_tokens=max_new)
+    text = tokenizer.decode(ids)
+    assert len(ids) + max_new <= window
+    assert dropped >= 2
+    assert "Be brief." in text and "the newest question" in text
+    assert "question number 0" not in text and "question number 5" in text
+    # the kept part starts with a user turn, never an orphaned assistant reply
+    assert text.split("<|im_start|>")[2].startswith("user")
+
+
+def test_a_single_message_that_cannot_fit_is_a_clear_error(tokenizer):
+    with pytest.raises(PromptTooLong, match="the message is too long"):
+        build_prompt(tokenizer, [{"role": "user", "content": "word " * 500}], context_window=200,
+                     max_new_tokens=50)
+
+
+def test_the_conversation_must_end_with_the_user(tokenizer):
+    with pytest.raises(EngineError, match="must end with a user message"):
+        build_prompt(tokenizer, [{"role": "assistant", "content": "hi"}], context_window=200, max_new_tokens=5)
