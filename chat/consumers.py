@@ -22,6 +22,7 @@ from .turns import ProtocolError
 
 log = logging.getLogger(__name__)
 WATCHDOG_INTERVAL = 1.0
+REJOIN_EVERY = 30  # watchdog rounds between re-joining the user's group (survives a Redis restart)
 MAX_TITLE_CHARS = 200
 
 
@@ -242,8 +243,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _watch_replies(self):
         """End replies whose worker went quiet (its liveness key in Redis expired)."""
+        rounds = 0
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
+            rounds += 1
+            if rounds % REJOIN_EVERY == 0:
+                await self.channel_layer.group_add(self.group, self.channel_name)
             for reply_id, reported in list(self.watched.items()):
                 detail = ("the inference worker stopped responding; the text so far is kept" if reported
                           else f"no inference worker took this turn within {settings.CHAT_REQUEST_TIMEOUT:g} s")
@@ -283,7 +288,8 @@ def _content_field(frame, conversation_id):
 
 def _params_field(frame, conversation_id):
     """Validated sampling parameters plus the system prompt, as stored on the reply."""
-    raw = frame.get("params") or {}
+    raw = frame.get("params")
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ProtocolError("bad_field", "'params' must be an object", conversation_id)
     raw = dict(raw)

@@ -89,6 +89,8 @@ class InferenceWorker:
         interval = settings.CHAT_WORKER_HEARTBEAT
         while True:
             await announce_worker(self.id, self.info(), ttl=interval * 3)
+            # Re-joining is idempotent; it restores membership after a Redis restart or expiry.
+            await self.layer.group_add(WORKERS_GROUP, self.control_channel)
             # Waiting requests stay alive while they wait, and learn their place in line.
             for position, request in enumerate(self.waiting, start=1):
                 await self._tell_queued(request, position)

@@ -1,0 +1,114 @@
+"""Shared pieces for the consumer tests: named users, sockets, and an in-process worker."""
+import asyncio
+import threading
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.backends.db import SessionStore
+
+from chat.live_state import live_workers
+from chat.worker import InferenceWorker
+from inference import Engine
+from inference.generation import ReplyStream
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+
+
+class SlowStream(ReplyStream):
+    """The real generation loop, paced so a test can act mid-reply, and able to hang like a stuck GPU."""
+
+    def __iter__(self):
+        for piece in super().__iter__():
+            time.sleep(self.engine.token_delay)
+            if self.engine.stalled.is_set():
+                self._cancelled.wait()  # hung until cancelled
+            yield piece
+
+
+class RecordingEngine(Engine):
+    """The tiny real model, remembering every conversation it was asked to continue."""
+
+    def __init__(self, engine, token_delay=0.0):
+        super().__init__(engine.model, engine.tokenizer, engine.config, name="tiny-test-model")
+        self.token_delay = token_delay
+        self.stalled = threading.Event()
+        self.conversations = []
+        self.streams = []
+
+    def stream_reply(self, messages, params=None, system=None):
+        self.conversations.append(list(messages))
+        stream = super().stream_reply(messages, params, system)
+        stream.__class__ = SlowStream
+        self.streams.append(stream)
+        return stream
+
+
+async def new_guest():
+    """A guest's session key, as the chat page would have set in the cookie."""
+    session = SessionStore()
+    await sync_to_async(session.create)()
+    return session.session_key
+
+
+async def connect(session_key=None, headers=None):
+    from chatsite.asgi import application
+
+    headers = headers if headers is not None else [ORIGIN]
+    if session_key:
+        headers = headers + [(b"cookie", f"sessionid={session_key}".encode())]
+    communicator = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def receive_until(communicator, frame_type, timeout=20):
+    """Every frame up to and including the first of `frame_type`."""
+    frames = []
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = await communicator.receive_json_from(timeout=max(0.1, deadline - time.monotonic()))
+        frames.append(frame)
+        if frame["type"] == frame_type:
+            return frames
+
+
+async def send_turn(communicator, content, conversation=None, **params):
+    """Send a turn and collect its frames through `done`."""
+    params.setdefault("max_new_tokens", 8)
+    params.setdefault("temperature", 0)
+    await communicator.send_json_to({"type": "send", "conversation": conversation, "content": content,
+                                     "params": params})
+    return await receive_until(communicator, "done")
+
+
+def text_of(frames):
+    return "".join(f["text"] for f in frames if f["type"] == "token")
+
+
+async def start_worker(engine):
+    worker = InferenceWorker(engine)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    for _ in range(100):
+        if await live_workers():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise TimeoutError("the worker did not announce itself")
+    return worker, stop, task
+
+
+@pytest.fixture
+def engine(tiny_engine):
+    return RecordingEngine(tiny_engine)
+
+
+@pytest.fixture
+async def worker(engine, clean_redis):
+    worker, stop, task = await start_worker(engine)
+    yield worker
+    stop.set()
+    await asyncio.wait_for(task, 10)

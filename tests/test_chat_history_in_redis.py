@@ -1,0 +1,46 @@
+"""The hot history lives in Redis, per user, and is rebuilt from the database when lost."""
+import pytest
+
+from chat.live_state import ConversationHistory
+from tests.chat_support import connect, engine, new_guest, send_turn, text_of, worker  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_history_survives_a_redis_flush(worker, engine, clean_redis):
+    guest = await new_guest()
+    socket = await connect(guest)
+    first = await send_turn(socket, "Remember the number 42.")
+    conversation = first[0]["conversation"]
+    second = await send_turn(socket, "And the colour blue.", conversation=conversation)
+    history_keys = [k for k in clean_redis.keys("chat:*:history")]
+    assert len(history_keys) == 1 and history_keys[0].decode().startswith(f"chat:g{guest}:")
+    await socket.disconnect()
+
+    clean_redis.flushdb()  # Redis restarted empty: hot history, groups and worker announcement gone
+    from chat.live_state import announce_worker
+
+    await announce_worker(worker.id, worker.info(), ttl=30)
+    socket = await connect(guest)
+    await socket.send_json_to({"type": "history", "conversation": conversation})
+    history = await socket.receive_json_from()
+    assert [m["content"] for m in history["messages"]] == [
+        "Remember the number 42.", text_of(first), "And the colour blue.", text_of(second)]
+    await send_turn(socket, "Which number?", conversation=conversation)
+    assert [m["content"] for m in engine.conversations[-1]] == [
+        "Remember the number 42.", text_of(first), "And the colour blue.", text_of(second), "Which number?"]
+    await socket.disconnect()
+
+
+async def test_history_is_trimmed_to_the_configured_length(worker, settings, clean_redis):
+    settings.CHAT_HISTORY_MAX_MESSAGES = 4
+    guest = await new_guest()
+    socket = await connect(guest)
+    conversation = None
+    for n in range(3):
+        frames = await send_turn(socket, f"turn {n}", conversation=conversation, max_new_tokens=2)
+        conversation = frames[0]["conversation"]
+    messages = await ConversationHistory(f"g{guest}", conversation).messages()
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["turn 1", "turn 2"]
+    assert len(messages) == 4
+    await socket.disconnect()

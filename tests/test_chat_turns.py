@@ -1,0 +1,133 @@
+"""A conversation over the WebSocket, through Redis and an in-process worker running a real tiny model."""
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat.models import Conversation, Message
+from tests.chat_support import connect, engine, new_guest, receive_until, send_turn, text_of, worker  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_a_turn_is_acked_streamed_in_several_frames_and_stored(worker, settings):
+    settings.CHAT_TOKEN_FLUSH_INTERVAL = 0
+    socket = await connect(await new_guest())
+    frames = await send_turn(socket, "Hello there", max_new_tokens=10)
+    types = [f["type"] for f in frames]
+    assert types[0] == "ack" and types[-1] == "done"
+    assert types.count("token") >= 3
+    ack, done = frames[0], frames[-1]
+    assert done["finish_reason"] == "length"
+    assert done["usage"]["completion_tokens"] == 10 and done["usage"]["prompt_tokens"] > 0
+    offsets = [f["offset"] for f in frames if f["type"] == "token"]
+    assert offsets == sorted(offsets) and offsets[0] == 0
+    reply = await sync_to_async(Message.objects.get)(pk=done["message"])
+    user = await sync_to_async(Message.objects.get)(pk=ack["message"])
+    assert (user.role, user.content) == ("user", "Hello there")
+    assert reply.content == text_of(frames)
+    assert reply.finish_reason == "length" and reply.completion_tokens == 10
+    assert reply.model_name == "tiny-test-model" and reply.generation_ms > 0
+    assert reply.time_to_first_token_ms is not None
+    assert reply.params["max_new_tokens"] == 10
+    await socket.disconnect()
+
+
+async def test_the_second_turn_reaches_the_model_with_the_first(worker, engine):
+    socket = await connect(await new_guest())
+    first = await send_turn(socket, "My name is Ada.")
+    conversation = first[0]["conversation"]
+    await send_turn(socket, "What is my name?", conversation=conversation)
+    second_prompt = engine.conversations[-1]
+    assert [m["role"] for m in second_prompt] == ["user", "assistant", "user"]
+    assert second_prompt[0]["content"] == "My name is Ada."
+    assert second_prompt[1]["content"] == text_of(first)
+    assert second_prompt[2]["content"] == "What is my name?"
+    await socket.disconnect()
+
+
+async def test_tokens_are_coalesced_into_fewer_frames_on_a_fast_model(worker, settings):
+    settings.CHAT_TOKEN_FLUSH_INTERVAL = 0.5
+    socket = await connect(await new_guest())
+    frames = await send_turn(socket, "Hello", max_new_tokens=40)
+    tokens = [f for f in frames if f["type"] == "token"]
+    assert 1 <= len(tokens) < 10
+    assert frames[-1]["usage"]["completion_tokens"] == 40
+    await socket.disconnect()
+
+
+async def test_every_socket_of_a_user_receives_the_stream(worker):
+    guest = await new_guest()
+    first_tab, second_tab = await connect(guest), await connect(guest)
+    frames = await send_turn(first_tab, "Hello both")
+    seen = await receive_until(second_tab, "done")
+    assert [f["type"] for f in seen][0] == "turn"
+    assert seen[0]["user"]["content"] == "Hello both"
+    assert text_of(seen) == text_of(frames) != ""
+    await first_tab.disconnect()
+    await second_tab.disconnect()
+
+
+async def test_history_and_list_return_the_stored_conversation(worker):
+    socket = await connect(await new_guest())
+    frames = await send_turn(socket, "Tell me something")
+    conversation = frames[0]["conversation"]
+    await socket.send_json_to({"type": "history", "conversation": conversation})
+    history = await socket.receive_json_from()
+    assert history["type"] == "history" and history["title"] == "Tell me something"
+    assert [(m["role"], m["content"]) for m in history["messages"]] == [
+        ("user", "Tell me something"), ("assistant", text_of(frames))]
+    assert history["messages"][1]["finish_reason"] == "length"
+    await socket.send_json_to({"type": "list"})
+    listing = await socket.receive_json_from()
+    assert [item["id"] for item in listing["items"]] == [conversation]
+    await socket.disconnect()
+
+
+async def test_regenerate_supersedes_the_last_reply_and_keeps_it(worker, engine):
+    socket = await connect(await new_guest())
+    first = await send_turn(socket, "Pick a word", temperature=1.0, seed=1)
+    conversation = first[0]["conversation"]
+    await socket.send_json_to({"type": "regenerate", "conversation": conversation,
+                               "params": {"temperature": 1.0, "seed": 2, "max_new_tokens": 8}})
+    second = await receive_until(socket, "done")
+    assert second[-1]["message"] != first[-1]["message"]
+    assert [m["role"] for m in engine.conversations[-1]] == ["user"]
+    old = await sync_to_async(Message.objects.get)(pk=first[-1]["message"])
+    assert old.superseded and old.content == text_of(first)
+    await socket.send_json_to({"type": "history", "conversation": conversation})
+    history = await socket.receive_json_from()
+    assert [m["id"] for m in history["messages"]] == [first[0]["message"], second[-1]["message"]]
+    await socket.disconnect()
+
+
+async def test_edit_replaces_a_message_and_continues_from_there(worker, engine):
+    socket = await connect(await new_guest())
+    first = await send_turn(socket, "First question")
+    conversation = first[0]["conversation"]
+    await send_turn(socket, "Second question", conversation=conversation)
+    await socket.send_json_to({"type": "edit", "conversation": conversation, "message": first[0]["message"],
+                               "content": "Edited question", "params": {"max_new_tokens": 5}})
+    frames = await receive_until(socket, "done")
+    assert frames[0]["type"] == "ack" and frames[0]["replaces"] == first[0]["message"]
+    assert engine.conversations[-1] == [{"role": "user", "content": "Edited question"}]
+    count = await sync_to_async(Message.objects.filter(conversation_id=conversation, superseded=True).count)()
+    assert count == 4  # both earlier turns are kept for reviewers
+    await socket.disconnect()
+
+
+async def test_rename_delete_and_rate(worker):
+    socket = await connect(await new_guest())
+    frames = await send_turn(socket, "Hello")
+    conversation, reply = frames[0]["conversation"], frames[-1]["message"]
+    await socket.send_json_to({"type": "rate", "message": reply, "rating": -1, "comment": "too vague"})
+    rated = await socket.receive_json_from()
+    assert rated == {"type": "rated", "conversation": conversation, "message": reply, "rating": -1,
+                     "comment": "too vague"}
+    stored = await sync_to_async(Message.objects.get)(pk=reply)
+    assert (stored.rating, stored.feedback) == (-1, "too vague")
+    await socket.send_json_to({"type": "rename", "conversation": conversation, "title": "Greetings"})
+    assert (await socket.receive_json_from())["type"] == "changed"
+    assert (await sync_to_async(Conversation.objects.get)(pk=conversation)).title == "Greetings"
+    await socket.send_json_to({"type": "delete", "conversation": conversation})
+    assert (await socket.receive_json_from()) == {"type": "changed", "deleted": conversation}
+    assert not await sync_to_async(Conversation.objects.filter(pk=conversation).exists)()
+    await socket.disconnect()
