@@ -25,6 +25,7 @@ model: $(VENV)/.installed
 
 db: $(VENV)/.installed
 	python manage.py migrate --noinput -v 0
+	python manage.py collectstatic --noinput -v 0
 
 redis: $(VENV)/.installed
 	python scripts/ensure_redis.py

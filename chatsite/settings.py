@@ -115,7 +115,9 @@ REDIS_URL = _read("str", "REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
+        # 5 s blocking pop: give the pop room so an idle receive is not an error.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 1000, "expiry": 60},
     }
 }
 
