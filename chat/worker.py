@@ -1,8 +1,8 @@
 """The inference worker: takes turns off the channel layer, streams replies back to users.
 
 Run it with `python manage.py inference_worker`. It loads the model once, then serves the
-request channel until SIGTERM/SIGINT. Requests are taken first come, first served; while one
-reply generates, the ones behind it are told their place in the queue.
+request channel until SIGTERM/SIGINT. Concurrent replies are decoded together in one batch
+(inference.batching); those beyond the batch's budget wait and are told their place.
 """
 import asyncio
 import logging
@@ -41,48 +41,49 @@ def load_engine_from_settings():
 
 
 class InferenceWorker:
+    """Serves the request channel: every request becomes a reply in the engine's batch at once;
+    the engine decides who waits (first come, first served) and the waiting are told their place."""
+
     def __init__(self, engine, worker_id=None):
         self.engine = engine
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.layer = get_channel_layer()
-        self.waiting = []  # requests taken but not started, oldest first
-        self.current = None  # (request, ReplyStream) being generated
+        self.replies = {}  # message id -> (request, ReplyStream or None while the prompt is built)
         self.started = time.time()
 
     async def run(self, stop_event):
-        """Serve until stop_event is set; the reply in progress is cancelled and stored."""
+        """Serve until stop_event is set; replies in progress are cancelled and stored."""
         self.control_channel = await self.layer.new_channel()
         await self.layer.group_add(WORKERS_GROUP, self.control_channel)
-        self.work_ready = asyncio.Event()
-        tasks = [
-            asyncio.create_task(self._heartbeat()),
-            asyncio.create_task(self._take_requests()),
-            asyncio.create_task(self._take_control()),
-            asyncio.create_task(self._generate_forever()),
-        ]
+        self.tasks = set()
+        loops = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._take_requests()),
+                 asyncio.create_task(self._take_control())]
         log.info("worker %s ready: %r", self.id, self.engine)
         try:
             await stop_event.wait()
         finally:
-            if self.current:
-                self.current[1].cancel()
-                await asyncio.sleep(0.2)
-            for task in tasks:
+            for task in loops:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for _, stream in self.replies.values():
+                if stream is not None:
+                    stream.cancel()
+            if self.tasks:  # let the cancelled replies store what they have
+                await asyncio.wait(self.tasks, timeout=5)
+            await asyncio.gather(*loops, return_exceptions=True)
             await withdraw_worker(self.id)
             await self.layer.group_discard(WORKERS_GROUP, self.control_channel)
             log.info("worker %s stopped", self.id)
 
     def info(self):
+        streams = [stream for _, stream in self.replies.values() if stream is not None]
         return {
             "id": self.id,
             "model": self.engine.name,
             "device": str(self.engine.device),
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "started": self.started,
-            "active": int(self.current is not None),
-            "waiting": len(self.waiting),
+            "active": sum(1 for s in streams if not s.queue_position),
+            "waiting": sum(1 for s in streams if s.queue_position),
         }
 
     async def _heartbeat(self):
@@ -91,9 +92,10 @@ class InferenceWorker:
             await announce_worker(self.id, self.info(), ttl=interval * 3)
             # Re-joining is idempotent; it restores membership after a Redis restart or expiry.
             await self.layer.group_add(WORKERS_GROUP, self.control_channel)
-            # Waiting requests stay alive while they wait, and learn their place in line.
-            for position, request in enumerate(self.waiting, start=1):
-                await self._tell_queued(request, position)
+            # Waiting replies stay alive while they wait, and learn their place in line.
+            for request, stream in list(self.replies.values()):
+                if stream is not None and stream.queue_position:
+                    await self._tell_queued(request, stream.queue_position)
             await asyncio.sleep(interval)
 
     async def _take_requests(self):
@@ -102,39 +104,29 @@ class InferenceWorker:
             if request.get("type") != "chat.generate":
                 log.warning("ignoring unknown request type %r", request.get("type"))
                 continue
-            self.waiting.append(request)
-            if self.current is not None:
-                await self._tell_queued(request, len(self.waiting))
-            self.work_ready.set()
+            task = asyncio.create_task(self._serve(request))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _take_control(self):
         while True:
             event = await self.layer.receive(self.control_channel)
-            if event.get("type") != "chat.stop":
-                continue
-            message_id = event.get("message")
-            if self.current and self.current[0]["message"] == message_id:
-                self.current[1].cancel()
-            for request in list(self.waiting):
-                if request["message"] == message_id:
-                    self.waiting.remove(request)
-                    await finish_reply(message_id, content="", finish_reason=Message.FinishReason.CANCELLED)
+            if event.get("type") == "chat.stop" and event.get("message") in self.replies:
+                _, stream = self.replies[event["message"]]
+                if stream is not None:
+                    stream.cancel()
 
-    async def _generate_forever(self):
-        while True:
-            await self.work_ready.wait()
-            if not self.waiting:
-                self.work_ready.clear()
-                continue
-            request = self.waiting.pop(0)
-            try:
-                await self.generate(request)
-            except Exception:  # a bug must not take the worker down with it
-                log.exception("reply %s failed", request.get("message"))
-                await finish_reply(
-                    request["message"], content="", finish_reason=Message.FinishReason.ERROR,
-                    error_detail="the worker failed while generating this reply",
-                )
+    async def _serve(self, request):
+        message_id = request["message"]
+        self.replies[message_id] = (request, None)
+        try:
+            await self.generate(request)
+        except Exception:  # a bug must not take the worker down with it
+            log.exception("reply %s failed", message_id)
+            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR,
+                               error_detail="the worker failed while generating this reply")
+        finally:
+            self.replies.pop(message_id, None)
 
     async def _tell_queued(self, request, position):
         await LiveReply(request["message"]).keep_alive(settings.CHAT_STALL_TIMEOUT)
@@ -161,34 +153,35 @@ class InferenceWorker:
         except EngineError as exc:
             await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR, error_detail=str(exc))
             return
-        self.current = (request, stream)
+        self.replies[message_id] = (request, stream)
+        if await live.cancel_requested():  # a stop that came while the prompt was built
+            stream.cancel()
+        if stream.queue_position:
+            await self._tell_queued(request, stream.queue_position)
         threading.Thread(target=_pump, args=(stream, loop, pieces), daemon=True).start()
 
         text, pending, first_token_at = [], [], None
         flush_at = 0.0
-        try:
-            while True:
-                timeout = max(0.0, flush_at - time.monotonic()) if pending else None
-                try:
-                    item = await asyncio.wait_for(pieces.get(), timeout)
-                except TimeoutError:
-                    item = None
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, str):
-                    if first_token_at is None:
-                        first_token_at = time.monotonic()
-                    if not pending:
-                        flush_at = time.monotonic() + settings.CHAT_TOKEN_FLUSH_INTERVAL
-                    pending.append(item)
-                if pending and (item is None or item is _END or time.monotonic() >= flush_at):
-                    await self._send_piece(request, "".join(pending), sum(map(len, text)))
-                    text.extend(pending)
-                    pending.clear()
-                if item is _END:
-                    break
-        finally:
-            self.current = None
+        while True:
+            timeout = max(0.0, flush_at - time.monotonic()) if pending else None
+            try:
+                item = await asyncio.wait_for(pieces.get(), timeout)
+            except TimeoutError:
+                item = None
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, str):
+                if first_token_at is None:
+                    first_token_at = time.monotonic()
+                if not pending:
+                    flush_at = time.monotonic() + settings.CHAT_TOKEN_FLUSH_INTERVAL
+                pending.append(item)
+            if pending and (item is None or item is _END or time.monotonic() >= flush_at):
+                await self._send_piece(request, "".join(pending), sum(map(len, text)))
+                text.extend(pending)
+                pending.clear()
+            if item is _END:
+                break
         ended = time.monotonic()
         await finish_reply(
             message_id,

@@ -14,3 +14,7 @@ class EngineConfig:
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "chatsite" / "models")
     context_window: int = 0  # 0: the model's own maximum
     max_new_tokens_limit: int = 4096
+    max_batch_size: int = 8  # replies decoded together; more wait in line
+    max_cache_tokens: int = 65536  # KV-cache budget: prompt + max_new_tokens reserved per reply
+    prefill_chunk_tokens: int = 256  # a long prompt is read this many tokens per scheduling round
+    read_timeout: float = 600.0  # a reader gives up after this long without a piece

@@ -1,12 +1,12 @@
-import threading
+from dataclasses import replace
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from . import packaged_model
 from .config import DEFAULT_MODEL, EngineConfig
 from .device import resolve_device, resolve_dtype
 from .errors import EngineError
+from .batching import BatchScheduler
 from .generation import ReplyStream
 from .prompt import build_prompt
 from .sampling import SamplingParams
@@ -22,7 +22,7 @@ def load_model(config):
         source = name = config.model
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation="sdpa")
     except (OSError, ValueError) as exc:
         raise EngineError(f"could not load model {config.model!r}: {exc}") from exc
     if tokenizer.chat_template is None:
@@ -43,8 +43,10 @@ class Engine:
         model_window = getattr(model.config, "max_position_embeddings", None) or 2048
         self.context_window = min(self.config.context_window or model_window, model_window)
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
-        # One reply decodes at a time; concurrent callers wait their turn.
-        self.generation_lock = threading.Lock()
+        self.scheduler = BatchScheduler(
+            model, tokenizer, self.stop_token_ids, max_batch_size=self.config.max_batch_size,
+            max_cache_tokens=self.config.max_cache_tokens, prefill_chunk_tokens=self.config.prefill_chunk_tokens,
+        )
 
     def params(self, **values):
         """Validated SamplingParams (defaults for anything not given)."""
@@ -63,7 +65,9 @@ class Engine:
             self.tokenizer, messages, system=system,
             context_window=self.context_window, max_new_tokens=max_new,
         )
-        return ReplyStream(self, prompt_ids, params, dropped)
+        stream = ReplyStream(prompt_ids, replace(params, max_new_tokens=max_new), dropped,
+                             read_timeout=self.config.read_timeout)
+        return self.scheduler.submit(stream)
 
     def reply(self, messages, params=None, system=None):
         return self.stream_reply(messages, params, system).text()

@@ -1,25 +1,14 @@
-"""A readable decode loop: prefill, decode one token at a time, sample, stop."""
+"""Sampling, and the reader's side of a reply: an iterator of text pieces fed by the scheduler."""
+import queue
 import threading
 
 import torch
 
-from .detokenizer import IncrementalDetokenizer
-
-
-@torch.inference_mode()
-def prefill(model, input_ids):
-    out = model(input_ids=input_ids, use_cache=True)
-    return out.logits[:, -1, :], out.past_key_values
-
-
-@torch.inference_mode()
-def decode_one_token(model, token_id, cache, device):
-    out = model(input_ids=torch.tensor([[token_id]], device=device), past_key_values=cache, use_cache=True)
-    return out.logits[:, -1, :], out.past_key_values
+from .errors import EngineError
 
 
 def sample(logits, params, generator=None):
-    """Pick the next token id from the last position's logits (shape [1, vocab])."""
+    """Pick the next token id from one row of logits (shape [1, vocab])."""
     if params.temperature == 0:
         return int(logits.argmax(dim=-1))
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
@@ -32,14 +21,20 @@ def sample(logits, params, generator=None):
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-class ReplyStream:
-    """An iterator of text pieces; after it ends, finish_reason and token counts are set.
+class Finished:
+    def __init__(self, reason):
+        self.reason = reason
 
-    cancel() may be called from any thread; the loop checks it before every token.
+
+class ReplyStream:
+    """An iterator of text pieces; once it ends, finish_reason and the token counts are set.
+
+    The engine's scheduler generates in its own thread and hands pieces over through a queue;
+    reading waits at most `read_timeout` seconds for each piece, so a stuck generator can
+    never block its reader forever. cancel() may be called from any thread.
     """
 
-    def __init__(self, engine, prompt_ids, params, dropped_messages=0):
-        self.engine = engine
+    def __init__(self, prompt_ids, params, dropped_messages=0, read_timeout=600.0):
         self.prompt_ids = prompt_ids
         self.params = params
         self.dropped_messages = dropped_messages
@@ -47,6 +42,9 @@ class ReplyStream:
         self.completion_tokens = 0
         self.token_ids = []  # the generated ids, end-of-turn token excluded
         self.finish_reason = None
+        self.read_timeout = read_timeout
+        self.queue_position = 0  # > 0 while waiting for a place in the batch
+        self._events = queue.Queue()
         self._cancelled = threading.Event()
 
     def cancel(self):
@@ -57,42 +55,23 @@ class ReplyStream:
         return self._cancelled.is_set()
 
     def __iter__(self):
-        engine, params = self.engine, self.params
-        generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=engine.device).manual_seed(params.seed)
-        detokenizer = IncrementalDetokenizer(engine.tokenizer)
-        with engine.generation_lock:
-            if self._finish_if_cancelled():
-                return
-            input_ids = torch.tensor([self.prompt_ids], device=engine.device)
-            logits, cache = prefill(engine.model, input_ids)
-            while True:
-                if self._finish_if_cancelled():
-                    break
-                token_id = sample(logits, params, generator)
-                if token_id in engine.stop_token_ids:
-                    self.finish_reason = "stop"
-                    break
-                self.completion_tokens += 1
-                self.token_ids.append(token_id)
-                piece = detokenizer.add(token_id)
-                if piece:
-                    yield piece
-                if self.completion_tokens >= params.max_new_tokens:
-                    self.finish_reason = "length"
-                    break
-                logits, cache = decode_one_token(engine.model, token_id, cache, engine.device)
-        tail = detokenizer.flush()
-        if tail:
-            yield tail
+        while self.finish_reason is None:
+            try:
+                item = self._events.get(timeout=self.read_timeout)
+            except queue.Empty:
+                self.cancel()
+                raise EngineError(f"generation produced nothing for {self.read_timeout:g} s") from None
+            if isinstance(item, Finished):
+                self.finish_reason = item.reason
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
 
     def text(self):
         """Run to the end and return the whole reply."""
         return "".join(self)
 
-    def _finish_if_cancelled(self):
-        if self._cancelled.is_set():
-            self.finish_reason = "cancelled"
-            return True
-        return False
+    # --- called by the scheduler thread ---
+    def _put(self, item):
+        self._events.put(item)

@@ -11,36 +11,40 @@ from django.contrib.sessions.backends.db import SessionStore
 from chat.live_state import live_workers
 from chat.worker import InferenceWorker
 from inference import Engine
-from inference.generation import ReplyStream
 
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
 
-class SlowStream(ReplyStream):
-    """The real generation loop, paced so a test can act mid-reply, and able to hang like a stuck GPU."""
+class PacedModel:
+    """The real model, paced like a slow device so a test can act mid-reply, and able to hang."""
 
-    def __iter__(self):
-        for piece in super().__iter__():
-            time.sleep(self.engine.token_delay)
-            if self.engine.stalled.is_set():
-                self._cancelled.wait()  # hung until cancelled
-            yield piece
+    def __init__(self, model):
+        self._model = model
+        self.delay = 0.0
+        self.stalled = threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        time.sleep(self.delay)
+        while self.stalled.is_set():  # hung like a stuck GPU, until the test releases it
+            time.sleep(0.05)
+        return self._model(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
 
 
 class RecordingEngine(Engine):
     """The tiny real model, remembering every conversation it was asked to continue."""
 
     def __init__(self, engine, token_delay=0.0):
-        super().__init__(engine.model, engine.tokenizer, engine.config, name="tiny-test-model")
-        self.token_delay = token_delay
-        self.stalled = threading.Event()
+        super().__init__(PacedModel(engine.model), engine.tokenizer, engine.config, name="tiny-test-model")
+        self.model.delay = token_delay
         self.conversations = []
         self.streams = []
 
     def stream_reply(self, messages, params=None, system=None):
         self.conversations.append(list(messages))
         stream = super().stream_reply(messages, params, system)
-        stream.__class__ = SlowStream
         self.streams.append(stream)
         return stream
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def test_stop_ends_the_reply_as_cancelled_and_keeps_the_partial_text(worker, engine, settings):
     settings.CHAT_TOKEN_FLUSH_INTERVAL = 0
-    engine.token_delay = 0.05
+    engine.model.delay = 0.05
     socket = await connect(await new_guest())
     await socket.send_json_to({"type": "send", "conversation": None, "content": "Count to a thousand",
                                "params": {"max_new_tokens": 400, "temperature": 0}})
@@ -36,7 +36,7 @@ async def test_stop_ends_the_reply_as_cancelled_and_keeps_the_partial_text(worke
 
 
 async def test_stop_halts_generation_on_the_worker_within_a_token_or_two(worker, engine):
-    engine.token_delay = 0.1
+    engine.model.delay = 0.1
     socket = await connect(await new_guest())
     await socket.send_json_to({"type": "send", "conversation": None, "content": "Go",
                                "params": {"max_new_tokens": 400}})
@@ -52,7 +52,7 @@ async def test_stop_halts_generation_on_the_worker_within_a_token_or_two(worker,
 
 
 async def test_a_second_send_while_generating_is_refused_as_busy(worker, engine):
-    engine.token_delay = 0.05
+    engine.model.delay = 0.05
     socket = await connect(await new_guest())
     await socket.send_json_to({"type": "send", "conversation": None, "content": "Long one",
                                "params": {"max_new_tokens": 60}})
@@ -88,7 +88,7 @@ async def test_a_worker_that_stalls_mid_reply_ends_it_as_an_error_in_bounded_tim
                                "params": {"max_new_tokens": 400}})
     frames = await receive_until(socket, "token")
     frames += [await socket.receive_json_from(timeout=5) for _ in range(2)]
-    stalling.stalled.set()  # generation hangs: no more tokens, no reply
+    stalling.model.stalled.set()  # generation hangs: no more tokens, no reply
     frames += await receive_until(socket, "done", timeout=15)
     done = frames[-1]
     assert done["finish_reason"] == "error"
@@ -96,6 +96,7 @@ async def test_a_worker_that_stalls_mid_reply_ends_it_as_an_error_in_bounded_tim
     reply = await sync_to_async(Message.objects.get)(pk=done["message"])
     assert reply.finish_reason == "error" and reply.content == text_of(frames) != ""
     await socket.disconnect()
+    stalling.model.stalled.clear()
     stop.set()
     await asyncio.wait_for(task, 10)
 

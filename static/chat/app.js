@@ -1046,8 +1046,13 @@ document.addEventListener("keydown", (event) => {
 });
 overlayQuery.addEventListener("change", () => setSidebar(false, { focus: false }));
 window.addEventListener("hashchange", () => {
+  if (location.hash && !/^#c=\d+$/.test(location.hash)) return; // an in-page link, not a conversation
   const id = parseHash();
   if (id !== state.current) openConversation(id);
+});
+document.querySelector(".skip-link").addEventListener("click", (event) => {
+  event.preventDefault();
+  els.input.focus();
 });
 window.addEventListener("online", () => socket.retryNow());
 

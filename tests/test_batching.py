@@ -1,0 +1,126 @@
+"""Continuous batching in the engine, on the tiny real model."""
+import time
+
+import pytest
+
+from inference import Engine, EngineConfig, EngineError, SamplingParams
+
+PROMPTS = ["hello", "tell me a long story about a dragon and a knight", "2+2?", "write code"]
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def engine_with(tiny_engine, **config):
+    return Engine(tiny_engine.model, tiny_engine.tokenizer, EngineConfig(**config), name="tiny")
+
+
+def wait_for(condition, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_replies_decoded_together_match_replies_decoded_alone(tiny_engine):
+    greedy = SamplingParams(temperature=0, max_new_tokens=16)
+    alone = []
+    for prompt in PROMPTS:
+        stream = tiny_engine.stream_reply(user(prompt), greedy)
+        stream.text()
+        alone.append(stream.token_ids)
+    engine = engine_with(tiny_engine, max_batch_size=8)
+    streams = [engine.stream_reply(user(prompt), greedy) for prompt in PROMPTS]
+    for stream in streams:
+        stream.text()
+    assert [s.token_ids for s in streams] == alone
+    assert all(s.finish_reason == "length" for s in streams)
+
+
+def test_a_reply_joins_a_running_batch_and_leaves_it_when_done(tiny_engine):
+    engine = engine_with(tiny_engine, max_batch_size=4)
+    long_one = engine.stream_reply(user(PROMPTS[1]), SamplingParams(temperature=0, max_new_tokens=120))
+    wait_for(lambda: long_one.completion_tokens >= 10)
+    short_one = engine.stream_reply(user(PROMPTS[0]), SamplingParams(temperature=0, max_new_tokens=5))
+    short_one.text()
+    assert short_one.finish_reason == "length"
+    assert long_one.finish_reason is None and long_one.completion_tokens < 120  # still going
+    long_one.text()
+    alone = tiny_engine.stream_reply(user(PROMPTS[1]), SamplingParams(temperature=0, max_new_tokens=120))
+    alone.text()
+    assert long_one.token_ids == alone.token_ids
+    assert engine.scheduler.stats()["active"] == 0
+
+
+def test_each_reply_keeps_its_own_sampling_parameters(tiny_engine):
+    engine = engine_with(tiny_engine)
+    seeded = SamplingParams(temperature=1.0, top_p=0.8, max_new_tokens=12, seed=5)
+    alone = tiny_engine.stream_reply(user("hi"), seeded)
+    alone.text()
+    streams = [engine.stream_reply(user("hi"), seeded),
+               engine.stream_reply(user("hi"), SamplingParams(temperature=0, max_new_tokens=3))]
+    for stream in streams:
+        stream.text()
+    assert streams[0].token_ids == alone.token_ids
+    assert streams[1].completion_tokens == 3
+
+
+def test_replies_beyond_the_batch_size_wait_in_line_first_come_first_served(tiny_engine):
+    engine = engine_with(tiny_engine, max_batch_size=2)
+    params = SamplingParams(temperature=0, max_new_tokens=40)
+    streams = [engine.stream_reply(user(p), params) for p in PROMPTS]
+    wait_for(lambda: streams[0].completion_tokens > 0)
+    assert [s.queue_position for s in streams] == [0, 0, 1, 2]
+    first_tokens = {}
+    wait_for(lambda: all(s.completion_tokens for s in streams) or first_tokens.update(
+        {i: time.monotonic() for i, s in enumerate(streams) if s.completion_tokens and i not in first_tokens}))
+    for stream in streams:
+        stream.text()
+    assert first_tokens.get(2, 0) <= first_tokens.get(3, float("inf"))
+    assert streams[3].queue_position == 0
+
+
+def test_the_kv_cache_budget_holds_replies_back_and_refuses_impossible_ones(tiny_engine):
+    prompt_tokens = tiny_engine.stream_reply(user("hello"), SamplingParams(max_new_tokens=1))
+    prompt_tokens.text()
+    budget = prompt_tokens.prompt_tokens + 30
+    engine = engine_with(tiny_engine, max_batch_size=8, max_cache_tokens=budget)
+    first = engine.stream_reply(user("hello"), SamplingParams(temperature=0, max_new_tokens=30))
+    second = engine.stream_reply(user("hello"), SamplingParams(temperature=0, max_new_tokens=30))
+    wait_for(lambda: first.completion_tokens > 0)
+    assert second.queue_position == 1
+    first.text()
+    second.text()
+    assert second.finish_reason == "length"
+    with pytest.raises(EngineError, match="KV cache"):
+        engine.stream_reply(user("hello"), SamplingParams(max_new_tokens=31))
+
+
+def test_cancelling_frees_the_place_at_once_and_the_others_go_on(tiny_engine):
+    engine = engine_with(tiny_engine, max_batch_size=1)
+    params = SamplingParams(temperature=0, max_new_tokens=200)
+    running, waiting, behind = (engine.stream_reply(user(p), params) for p in PROMPTS[:3])
+    wait_for(lambda: running.completion_tokens > 3)
+    waiting.cancel()
+    assert waiting.text() == "" and waiting.finish_reason == "cancelled" and waiting.completion_tokens == 0
+    running.cancel()
+    running.text()
+    assert running.finish_reason == "cancelled" and running.completion_tokens < 200
+    behind.text()
+    assert behind.finish_reason == "length"
+
+
+def test_a_long_prompt_is_read_in_chunks_while_the_batch_keeps_streaming(tiny_engine):
+    engine = engine_with(tiny_engine, prefill_chunk_tokens=16)
+    running = engine.stream_reply(user("hi"), SamplingParams(temperature=0, max_new_tokens=300))
+    wait_for(lambda: running.completion_tokens > 0)
+    long_prompt = user("word " * 150)
+    before = running.completion_tokens
+    newcomer = engine.stream_reply(long_prompt, SamplingParams(temperature=0, max_new_tokens=2))
+    chunks = -(-newcomer.prompt_tokens // 16)
+    wait_for(lambda: newcomer.completion_tokens > 0)
+    assert running.completion_tokens - before >= chunks - 1  # a token for the others after every chunk
+    newcomer.text()
+    running.cancel()
+    running.text()
