@@ -33,6 +33,10 @@ def engine_config_from_settings():
         cache_dir=settings.CHAT_MODEL_CACHE,
         context_window=settings.CHAT_CONTEXT_WINDOW,
         max_new_tokens_limit=settings.CHAT_MAX_NEW_TOKENS_LIMIT,
+        quantize=settings.CHAT_QUANTIZE,
+        max_batch_size=settings.CHAT_MAX_BATCH_SIZE,
+        max_cache_tokens=settings.CHAT_MAX_CACHE_TOKENS,
+        prefill_chunk_tokens=settings.CHAT_PREFILL_CHUNK_TOKENS,
     )
 
 

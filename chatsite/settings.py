@@ -130,6 +130,10 @@ CHAT_CONTEXT_WINDOW = _read("int", "CHAT_CONTEXT_WINDOW", 8192)  # 0: the model'
 CHAT_MAX_NEW_TOKENS = _positive("int", "CHAT_MAX_NEW_TOKENS", 512)  # default per reply
 CHAT_MAX_NEW_TOKENS_LIMIT = _positive("int", "CHAT_MAX_NEW_TOKENS_LIMIT", 4096)  # most a client may ask
 CHAT_DEFAULT_SYSTEM_PROMPT = _read("str", "CHAT_DEFAULT_SYSTEM_PROMPT", "You are a helpful assistant.")
+CHAT_QUANTIZE = _choice("CHAT_QUANTIZE", "none", ["none", "int8"])  # int8 failed the quality gate: see docs/
+CHAT_MAX_BATCH_SIZE = _positive("int", "CHAT_MAX_BATCH_SIZE", 16)  # replies decoded together per worker
+CHAT_MAX_CACHE_TOKENS = _positive("int", "CHAT_MAX_CACHE_TOKENS", 65536)  # KV-cache budget per worker
+CHAT_PREFILL_CHUNK_TOKENS = _positive("int", "CHAT_PREFILL_CHUNK_TOKENS", 256)  # long prompts read in chunks
 CHAT_WORKER_CHANNEL = _read("str", "CHAT_WORKER_CHANNEL", "chat-inference")
 
 # --- Chat behaviour, limits and timeouts --------------------------------------------------

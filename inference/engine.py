@@ -9,6 +9,7 @@ from .errors import EngineError
 from .batching import BatchScheduler
 from .generation import ReplyStream
 from .prompt import build_prompt
+from .quantization import check_quantize, quantize_int8
 from .sampling import SamplingParams
 
 
@@ -16,6 +17,7 @@ def load_model(config):
     """Load the configured model and tokenizer, pinned to one device and dtype, in eval mode."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    check_quantize(config.quantize, device, dtype)
     if config.model == DEFAULT_MODEL:
         source, name = packaged_model.ensure_converted(config.cache_dir), packaged_model.NAME
     else:
@@ -27,7 +29,10 @@ def load_model(config):
         raise EngineError(f"could not load model {config.model!r}: {exc}") from exc
     if tokenizer.chat_template is None:
         raise EngineError(f"model {config.model!r} has no chat template; use a chat/instruct model")
-    return model.to(device).eval(), tokenizer, name
+    model = model.to(device).eval()
+    if config.quantize == "int8":
+        model, name = quantize_int8(model), f"{name} (int8)"
+    return model, tokenizer, name
 
 
 class Engine:

@@ -2,7 +2,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from tests.stack import Stack
+from bench.stack import Stack
 
 
 @pytest.fixture(scope="session")

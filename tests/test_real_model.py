@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from inference import SamplingParams
-from tests.stack import ROOT
+from bench.stack import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from tests.stack import ROOT
+from bench.stack import ROOT
 
 
 def manage(*args, **env):

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 import websockets
 
-from tests.stack import ROOT, Stack
+from bench.stack import ROOT, Stack
 
 pytestmark = pytest.mark.slow
 

@@ -389,6 +389,7 @@ function onHistory(frame) {
   for (const view of messageViews.values()) view.stale = true; // rebuild everything from the history
   renderTranscript({ scroll: "bottom" });
   updateTitle();
+  if (!state.conversations.some((c) => c.id === frame.conversation)) send({ type: "list" });
   const replay = state.buffered;
   state.buffered = [];
   for (const buffered of replay) {
@@ -968,7 +969,10 @@ function setSidebar(open, { focus = true } = {}) {
   document.body.classList.toggle("sidebar-open", open);
   els.sidebarToggle.setAttribute("aria-expanded", String(open));
   els.sidebarToggle.setAttribute("aria-label", open ? "Hide conversations" : "Show conversations");
-  els.backdrop.hidden = !(open && overlayQuery.matches);
+  const overlay = open && overlayQuery.matches;
+  els.backdrop.hidden = !overlay;
+  // While the panel covers the page, the rest of the page is out of reach (keyboard and screen readers).
+  for (const region of [document.getElementById("main"), document.querySelector(".topbar")]) region.inert = overlay;
   if (!focus) return;
   if (open) els.newChat.focus();
   else els.sidebarToggle.focus();
@@ -1039,12 +1043,13 @@ els.newChat.addEventListener("click", () => {
 });
 els.sidebarToggle.addEventListener("click", () => setSidebar(!document.body.classList.contains("sidebar-open")));
 els.backdrop.addEventListener("click", () => setSidebar(false));
+$("sidebar-close").addEventListener("click", () => setSidebar(false));
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && overlayQuery.matches && document.body.classList.contains("sidebar-open")) {
     setSidebar(false);
   }
 });
-overlayQuery.addEventListener("change", () => setSidebar(false, { focus: false }));
+overlayQuery.addEventListener("change", () => setSidebar(!overlayQuery.matches, { focus: false }));
 window.addEventListener("hashchange", () => {
   if (location.hash && !/^#c=\d+$/.test(location.hash)) return; // an in-page link, not a conversation
   const id = parseHash();
@@ -1077,6 +1082,7 @@ els.settingsTemperature.addEventListener("input", () => {
   els.settingsTemperatureValue.textContent = Number(els.settingsTemperature.value).toFixed(2);
 });
 els.settingsReset.addEventListener("click", () => fillSettingsForm(DEFAULTS));
+$("settings-cancel").addEventListener("click", () => els.settingsDialog.close("cancel"));
 els.settingsDialog.addEventListener("close", () => {
   if (els.settingsDialog.returnValue === "save") {
     state.settings = saveSettings({

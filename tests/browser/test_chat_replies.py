@@ -124,3 +124,51 @@ def test_edit_and_resend_a_user_message(chat, db):
     assert {m["id"] for m in stored if m["superseded"]} == {old_user_id, first_reply}
     chat.reload()
     assert page.locator("#messages .msg-user .msg-body").all_inner_texts() == ["Say the word banana."]
+
+
+def test_queued_position_is_shown_while_another_user_is_served(chat_session):
+    first, second = chat_session().new_page(), chat_session().new_page()  # two guests, one worker
+    first.set_settings(max_new_tokens=30)
+    second.set_settings(max_new_tokens=6)
+    first.send(CODE_PROMPT)
+    first_reply = first.wait_last_reply_started()
+    first.wait_reply_text(first_reply, 1)  # the worker is busy with the first guest's reply
+    second.send("Say yes.")
+    second_reply = second.wait_last_reply_started()
+    reply = second.page.locator(f'.msg[data-id="{second_reply}"]')
+    second.page.wait_for_function(
+        "(id) => { const el = document.querySelector(`.msg[data-id=\"${id}\"]`);"
+        "          return el.querySelector('.status-text').textContent.startsWith('Queued')"
+        "                 || !['waiting', 'generating'].includes(el.dataset.state); }", arg=second_reply, timeout=60_000)
+    assert reply.get_attribute("data-state") == "waiting"  # the first reply (30 tokens) takes far longer
+    assert reply.locator(".status-text").inner_text() == "Queued: position 1"
+    first.wait_reply_done(first_reply)
+    _, state, text = second.wait_reply_done(second_reply)
+    assert state in ("stop", "length") and text
+
+
+def test_a_refused_send_gives_the_text_back(chat):
+    page = chat.page
+    chat.set_settings(max_new_tokens=300)
+    chat.send("Write a long essay about the history of bread.")
+    reply_id = chat.wait_last_reply_started()
+    conversation = chat.current()
+    page.get_by_role("button", name="New chat").click()
+    chat.input.fill("Another question while the first reply is still running.")
+    chat.input.press("Enter")
+    notice = page.locator('.notice[data-key="busy"]')
+    notice.wait_for()
+    assert "still being generated" in notice.inner_text()
+    assert chat.input.input_value() == "Another question while the first reply is still running."
+    assert chat.users().count() == 0
+    notice.get_by_role("button", name="Dismiss notice").click()
+    assert notice.count() == 0
+    # The sidebar marks the conversation that is still generating; go back and stop it.
+    item = page.locator(f'#conversation-list .conversation[data-id="{conversation}"]')
+    assert item.locator(".generating-dot").count() == 1
+    item.locator(".conversation-open").click()
+    chat.wait_history_loaded()
+    page.get_by_role("button", name="Stop", exact=True).click()
+    _, state, _ = chat.wait_reply_done(reply_id, timeout=60_000)
+    assert state in ("cancelled", "length", "stop")
+    assert item.locator(".generating-dot").count() == 0

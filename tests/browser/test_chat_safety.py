@@ -30,7 +30,7 @@ def assert_nothing_ran(page):
     assert handlers == []
 
 
-def test_stored_reply_with_html_and_js_is_inert_and_code_is_highlighted(chat, db):
+def test_stored_reply_with_html_and_js_is_inert_and_code_is_highlighted(chat, db, artifacts):
     page = chat.page
     conversation, (_, reply_id) = db.add_conversation(chat.session_key(), "Hostile reply", [
         ("user", "Show me something <b>bold</b>", "", None),
@@ -40,6 +40,8 @@ def test_stored_reply_with_html_and_js_is_inert_and_code_is_highlighted(chat, db
     reply = page.locator(f'.msg[data-id="{reply_id}"]')
     reply.wait_for()
     assert reply.get_attribute("data-state") == "stop"
+    # A conversation the page did not know of (it was added behind its back) joins the sidebar.
+    page.locator(f'#conversation-list .conversation[data-id="{conversation}"]').wait_for()
     assert_nothing_ran(page)
 
     body = reply.locator(".msg-body")
@@ -52,7 +54,13 @@ def test_stored_reply_with_html_and_js_is_inert_and_code_is_highlighted(chat, db
     assert code.count() == 1
     assert code.locator("span.hljs-keyword").first.inner_text() == "def"
     assert code.locator('[class^="hljs-"]').count() >= 3
-    assert body.get_by_role("button", name="Copy python code").count() == 1
+    # Copy buttons put the code (or the whole reply's Markdown) on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=chat.base_url)
+    body.get_by_role("button", name="Copy python code").click()
+    page.wait_for_function("(t) => navigator.clipboard.readText().then(c => c === t)",
+                           arg='def greet(name):\n    return f"Hello, {name}!"  # <img src=x onerror="window.__pwned=6">')
+    reply.get_by_role("button", name="Copy reply").click()
+    page.wait_for_function("(t) => navigator.clipboard.readText().then(c => c === t)", arg=HOSTILE)
     # The image became a plain link (no request leaves the page); links open in a new tab, safely.
     tracker = body.get_by_role("link", name="[image: tracker]")
     assert tracker.get_attribute("href") == "http://127.0.0.1:9/pixel.png"
@@ -63,6 +71,24 @@ def test_stored_reply_with_html_and_js_is_inert_and_code_is_highlighted(chat, db
     # The user's own message is plain text too; the stored rating is shown.
     assert chat.users().last.locator(".msg-body").inner_text() == "Show me something <b>bold</b>"
     assert reply.get_by_role("button", name="Good reply").get_attribute("aria-pressed") == "true"
+
+    # Light and dark themes follow prefers-color-scheme, the code theme included.
+    keyword = code.locator("span.hljs-keyword").first
+    light = (keyword.evaluate("e => getComputedStyle(e).color"),
+             page.evaluate("() => getComputedStyle(document.body).backgroundColor"))
+    page.screenshot(path=str(artifacts / "chat-page-code.png"))
+    page.emulate_media(color_scheme="dark")
+    dark = (keyword.evaluate("e => getComputedStyle(e).color"),
+            page.evaluate("() => getComputedStyle(document.body).backgroundColor"))
+    assert dark[0] != light[0] and dark[1] != light[1]
+    page.screenshot(path=str(artifacts / "chat-page-dark.png"))
+
+    # Opened by a fresh page load (from the #c= hash) rather than a hash change: still inert.
+    chat.reload()
+    assert chat.current() == conversation
+    assert page.locator("#conversation-list .conversation.current .conversation-title").inner_text() == "Hostile reply"
+    assert_nothing_ran(page)
+    assert page.locator(f'.msg[data-id="{reply_id}"] pre code.hljs span.hljs-keyword').count() >= 1
 
 
 def test_model_asked_to_print_html_and_js_cannot_run_it(chat):

@@ -27,18 +27,24 @@ def test_settings_panel_is_saved_and_sent_as_params(chat_session):
     dialog = page.get_by_role("dialog", name="Settings")
     assert dialog.is_visible()
     dialog.get_by_label("System prompt").fill("Answer in one short sentence.")
-    dialog.get_by_label("Max tokens").fill("9")
     temperature = dialog.get_by_label("Temperature")
     temperature.fill("0")
-    dialog.get_by_role("button", name="Save").click()
+    assert dialog.locator("output").inner_text() == "0.00"
+    dialog.get_by_label("Max tokens").fill("9")
+    dialog.get_by_label("Max tokens").press("Enter")  # Enter in a field saves
     assert not dialog.is_visible()
     saved = json.loads(page.evaluate("() => localStorage.getItem('chat.settings')"))
     assert saved == {"system": "Answer in one short sentence.", "temperature": 0, "max_new_tokens": 9}
 
-    # Escape closes the panel without saving.
+    # Escape, or Cancel, closes the panel without saving.
     page.get_by_role("button", name="Settings").click()
+    assert dialog.get_by_label("Max tokens").input_value() == "9"
     dialog.get_by_label("Max tokens").fill("77")
     page.keyboard.press("Escape")
+    assert not dialog.is_visible()
+    page.get_by_role("button", name="Settings").click()
+    dialog.get_by_label("Max tokens").fill("78")
+    dialog.get_by_role("button", name="Cancel").click()
     assert not dialog.is_visible()
     assert json.loads(page.evaluate("() => localStorage.getItem('chat.settings')"))["max_new_tokens"] == 9
 
@@ -121,7 +127,13 @@ def test_narrow_layout_collapses_the_sidebar(chat_session, artifacts):
     assert page.get_by_role("button", name="Hide conversations").get_attribute("aria-expanded") == "true"
     page.wait_for_timeout(300)  # the slide-in transition
     page.screenshot(path=str(artifacts / "chat-page-375-sidebar.png"))
+    assert page.get_by_role("button", name="Close conversations").is_visible()
+    assert page.evaluate("() => document.activeElement.id") == "new-chat"  # focus moved into the panel
     page.keyboard.press("Escape")
+    page.wait_for_function("() => getComputedStyle(document.getElementById('sidebar')).visibility === 'hidden'")
+    assert page.evaluate("() => document.activeElement.id") == "sidebar-toggle"  # and back to the toggle
+    page.get_by_role("button", name="Show conversations").click()
+    page.get_by_role("button", name="Close conversations").click()
     page.wait_for_function("() => getComputedStyle(document.getElementById('sidebar')).visibility === 'hidden'")
 
     # Choosing a conversation from the sidebar closes it again.
