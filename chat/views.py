@@ -15,14 +15,26 @@ def index(request):
     return render(request, "chat/index.html", {"max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS})
 
 
-@never_cache
-async def healthz(request):
-    """200 once a worker with a loaded model is announcing itself in Redis, 503 before."""
+async def _health():
+    """(ready, body): ready once a worker with a loaded model announces itself in Redis."""
     try:
         workers = await live_workers()
     except RedisError as exc:
-        return JsonResponse({"status": "unavailable", "detail": f"Redis unreachable: {exc}"}, status=503)
+        return False, {"status": "unavailable", "detail": f"Redis unreachable: {exc}", "workers": []}
     if not workers:
-        return JsonResponse({"status": "starting", "detail": "no inference worker is ready", "workers": []},
-                            status=503)
-    return JsonResponse({"status": "ok", "model": workers[0]["model"], "workers": workers})
+        return False, {"status": "starting", "detail": "no inference worker is ready", "workers": []}
+    return True, {"status": "ok", "model": workers[0]["model"], "workers": workers}
+
+
+@never_cache
+async def healthz(request):
+    """For probes and load balancers: 200 when a worker is ready, 503 before."""
+    ready, body = await _health()
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+@never_cache
+async def status(request):
+    """The same facts for the page, always 200 (a 503 would be logged as an error in its console)."""
+    ready, body = await _health()
+    return JsonResponse({**body, "ready": ready})

@@ -73,7 +73,8 @@ class InferenceWorker:
                     stream.cancel()
             if self.tasks:  # let the cancelled replies store what they have
                 await asyncio.wait(self.tasks, timeout=5)
-            await asyncio.gather(*loops, return_exceptions=True)
+            # channels_redis may sit out its blocking pop before a cancelled receive returns
+            await asyncio.wait(loops, timeout=2)
             await withdraw_worker(self.id)
             await self.layer.group_discard(WORKERS_GROUP, self.control_channel)
             log.info("worker %s stopped", self.id)

@@ -6,5 +6,6 @@ from chat import views
 urlpatterns = [
     path("", views.index, name="index"),
     path("healthz", views.healthz, name="healthz"),
+    path("status", views.status, name="status"),
     path("admin/", admin.site.urls),
 ]

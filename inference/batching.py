@@ -56,7 +56,7 @@ class BatchScheduler:
 
     # --- any thread ---
     def submit(self, stream):
-        reserved = stream.prompt_tokens + stream.params.max_new_tokens
+        reserved = _reservation(stream)
         if reserved > self.max_cache_tokens:
             raise EngineError(f"this reply needs {reserved} tokens of KV cache; the budget is {self.max_cache_tokens}")
         with self._wake:
@@ -103,25 +103,34 @@ class BatchScheduler:
             self._decode_step()
 
     def _admit(self):
-        reserved = sum(s.reserved_tokens for s in self.prefilling + self.active)
-        while self.waiting and len(self.prefilling) + len(self.active) < self.max_batch_size:
-            stream = self.waiting[0]
-            need = stream.prompt_tokens + stream.params.max_new_tokens
-            if reserved + need > self.max_cache_tokens:
-                break  # first come, first served: nobody overtakes the head of the line
-            self.waiting.popleft()
+        admitted = self._admissible()
+        for _ in range(admitted):
+            stream = self.waiting.popleft()
             stream.queue_position = 0
-            reserved += need
             generator = None
             if stream.params.seed is not None:
                 generator = torch.Generator(device=self.device).manual_seed(stream.params.seed)
-            self.prefilling.append(_Slot(stream, IncrementalDetokenizer(self.tokenizer), generator, need,
-                                         cache=DynamicCache()))
+            self.prefilling.append(_Slot(stream, IncrementalDetokenizer(self.tokenizer), generator,
+                                         _reservation(stream), cache=DynamicCache()))
         self._update_positions()
 
+    def _admissible(self):
+        """How many of the waiting, from the head of the line, fit in the batch and the KV budget now."""
+        slots = len(self.prefilling) + len(self.active)
+        reserved = sum(s.reserved_tokens for s in self.prefilling + self.active)
+        count = 0
+        for stream in self.waiting:
+            if slots + count >= self.max_batch_size or reserved + _reservation(stream) > self.max_cache_tokens:
+                break  # first come, first served: nobody overtakes the head of the line
+            reserved += _reservation(stream)
+            count += 1
+        return count
+
     def _update_positions(self):
-        for position, stream in enumerate(self.waiting, start=1):
-            stream.queue_position = position
+        """0 for replies that will start at the next round, then 1, 2, ... for those that must wait."""
+        admissible = self._admissible()
+        for index, stream in enumerate(self.waiting):
+            stream.queue_position = max(0, index + 1 - admissible)
 
     def _drop_cancelled_waiting(self):
         for stream in [s for s in self.waiting if s.cancelled]:
@@ -230,6 +239,11 @@ class BatchScheduler:
         for slot in self.prefilling + self.active:
             slot.stream._put(error)
         self.prefilling, self.active, self.cache, self.mask = [], [], None, None
+
+
+def _reservation(stream):
+    """KV-cache tokens a reply may need: its prompt plus every token it may generate."""
+    return stream.prompt_tokens + stream.params.max_new_tokens
 
 
 def _left_pad(tensor, amount):

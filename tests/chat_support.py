@@ -36,8 +36,8 @@ class PacedModel:
 class RecordingEngine(Engine):
     """The tiny real model, remembering every conversation it was asked to continue."""
 
-    def __init__(self, engine, token_delay=0.0):
-        super().__init__(PacedModel(engine.model), engine.tokenizer, engine.config, name="tiny-test-model")
+    def __init__(self, engine, token_delay=0.0, config=None):
+        super().__init__(PacedModel(engine.model), engine.tokenizer, config or engine.config, name="tiny-test-model")
         self.model.delay = token_delay
         self.conversations = []
         self.streams = []

@@ -1108,9 +1108,9 @@ async function pollHealth() {
   let label = "Server unreachable";
   let title = "";
   try {
-    const response = await fetch("/healthz", { cache: "no-store", headers: { Accept: "application/json" } });
+    const response = await fetch("/status", { cache: "no-store", headers: { Accept: "application/json" } });
     const body = await response.json().catch(() => ({}));
-    if (response.ok && body.status === "ok") {
+    if (response.ok && body.ready) {
       const model = String(body.model || "model");
       const short = model.replace(/\/+$/, "").split("/").pop();
       health = "ok";
