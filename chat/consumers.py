@@ -11,12 +11,14 @@ import logging
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from inference.sampling import InvalidParameters, SamplingParams
 
 from . import turns
-from .live_state import ConversationHistory, LiveReply, live_workers
-from .models import Message, Owner
+from .live_state import ConversationHistory, LiveReply, live_workers, take_rate_slot
+from .models import Message, Owner, guest_key
 from .replies import WORKERS_GROUP, fail_if_abandoned, finish_reply, user_group
 from .turns import ProtocolError
 
@@ -50,6 +52,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             if text_data is None:
                 raise ProtocolError("bad_frame", "binary frames are not supported; send JSON text")
+            if len(text_data) > settings.CHAT_MAX_FRAME_BYTES // 4 and len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+                raise ProtocolError("frame_too_large", f"the frame is over the {settings.CHAT_MAX_FRAME_BYTES} byte "
+                                    "limit (CHAT_MAX_FRAME_BYTES)")
             try:
                 frame = json.loads(text_data)
             except ValueError:
@@ -62,6 +67,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await handler(self, frame)
         except ProtocolError as exc:
             await self.send_json(exc.frame())
+        except DatabaseError:
+            log.exception("database unavailable for %s", self.owner.key)
+            await self.send_json({"type": "error", "code": "database_unavailable",
+                                  "detail": "the database is busy or unavailable and nothing was changed; try again"})
+        except RedisError:
+            log.exception("redis unavailable for %s", self.owner.key)
+            await self.send_json({"type": "error", "code": "unavailable",
+                                  "detail": "the service's Redis is unavailable; try again in a moment"})
         except Exception:
             log.exception("frame failed for %s", self.owner.key)
             await self.send_json({"type": "error", "code": "internal", "detail": "the server failed; try again"})
@@ -70,7 +83,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation_id = _conversation_field(frame, required=False)
         content = _content_field(frame, conversation_id)
         params = _params_field(frame, conversation_id)
-        await self._refuse_if_busy(conversation_id)
+        await self._admit_turn(conversation_id)
         conversation, user_message, reply = await _db(turns.start_turn)(
             self.owner, conversation_id, content, params
         )
@@ -83,7 +96,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_regenerate(self, frame):
         conversation_id = _conversation_field(frame)
         params = _params_field(frame, conversation_id) if "params" in frame else None
-        await self._refuse_if_busy(conversation_id)
+        await self._admit_turn(conversation_id)
         conversation, reply = await _db(turns.start_regeneration)(self.owner, conversation_id, params)
         await ConversationHistory(self.owner.key, conversation.pk).invalidate()
         await self._announce_turn(conversation.pk, None, reply.pk)
@@ -94,7 +107,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         message_id = _id_field(frame, "message", conversation_id)
         content = _content_field(frame, conversation_id)
         params = _params_field(frame, conversation_id)
-        await self._refuse_if_busy(conversation_id)
+        await self._admit_turn(conversation_id)
         conversation, user_message, reply = await _db(turns.start_edit)(
             self.owner, conversation_id, message_id, content, params
         )
@@ -199,16 +212,24 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return Owner(user_id=user.pk)
         if not settings.CHAT_ALLOW_GUESTS:
             return None
-        session = self.scope["session"]
-        if not session.session_key:
-            await database_sync_to_async(session.save)()
-        return Owner(guest_key=session.session_key)
+        return Owner(guest_key=await database_sync_to_async(guest_key)(self.scope["session"]))
 
-    async def _refuse_if_busy(self, conversation_id):
+    async def _admit_turn(self, conversation_id):
+        """Apply the per-user limits on starting a reply (each refusal names its limit)."""
         await self._fail_abandoned()
-        if await _db(turns.generating_replies)(self.owner):
-            raise ProtocolError("busy", "a reply is still being generated; wait for it or stop it first",
-                                conversation_id)
+        generating = await _db(turns.generating_replies)(self.owner)
+        in_conversation = conversation_id is not None and await _db(turns.generating_replies)(
+            self.owner, conversation_id)
+        if len(generating) >= settings.CHAT_MAX_TURNS_IN_FLIGHT or in_conversation:
+            raise ProtocolError("busy", f"a reply is still being generated (at most "
+                                f"{settings.CHAT_MAX_TURNS_IN_FLIGHT} at a time per user, and one per "
+                                "conversation); wait for it or stop it first", conversation_id)
+        retry_after = await take_rate_slot(self.owner.key, settings.CHAT_MESSAGES_PER_MINUTE)
+        if retry_after:
+            error = ProtocolError("rate_limited", f"at most {settings.CHAT_MESSAGES_PER_MINUTE} messages per "
+                                  f"minute; try again in {retry_after} s", conversation_id)
+            error.extra = {"retry_after": retry_after}
+            raise error
 
     async def _fail_abandoned(self, conversation_id=None):
         for reply_id in await _db(turns.generating_replies)(self.owner, conversation_id):

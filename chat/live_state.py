@@ -8,6 +8,8 @@
 """
 import asyncio
 import json
+import time
+import uuid
 import weakref
 
 import redis.asyncio as aioredis
@@ -106,6 +108,23 @@ class LiveReply:
 
     async def cancel_requested(self):
         return bool(await redis_client().exists(self.cancel_key))
+
+
+async def take_rate_slot(owner_key, per_minute):
+    """Count one message against a sliding one-minute window; 0 if allowed, else seconds to wait."""
+    r, key, now = redis_client(), f"chat:{owner_key}:rate", time.time()
+    member = f"{now:.6f}-{uuid.uuid4().hex[:6]}"
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(key, 0, now - 60)
+        pipe.zadd(key, {member: now})
+        pipe.zcard(key)
+        pipe.expire(key, 61)
+        _, _, count, _ = await pipe.execute()
+    if count <= per_minute:
+        return 0
+    await r.zrem(key, member)
+    oldest = await r.zrange(key, 0, 0, withscores=True)
+    return max(1, int((oldest[0][1] if oldest else now) + 60 - now + 0.999))
 
 
 WORKER_KEY_PREFIX = "chat:worker:"

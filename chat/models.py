@@ -1,6 +1,19 @@
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+
+
+GUEST_SESSION_KEY = "chat_guest"
+
+
+def guest_key(session):
+    """A guest's identity: a random id kept in their session (it survives signing in, unlike the session key)."""
+    if GUEST_SESSION_KEY not in session:
+        session[GUEST_SESSION_KEY] = uuid.uuid4().hex
+        session.save()
+    return session[GUEST_SESSION_KEY]
 
 
 class Owner:

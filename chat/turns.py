@@ -1,4 +1,5 @@
 """Database work for starting turns, kept synchronous and transactional (the consumer wraps it)."""
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -13,9 +14,10 @@ class ProtocolError(Exception):
     def __init__(self, code, detail, conversation=None):
         super().__init__(detail)
         self.code, self.detail, self.conversation = code, detail, conversation
+        self.extra = {}
 
     def frame(self):
-        frame = {"type": "error", "code": self.code, "detail": self.detail}
+        frame = {"type": "error", "code": self.code, "detail": self.detail, **self.extra}
         if self.conversation is not None:
             frame["conversation"] = self.conversation
         return frame
@@ -42,6 +44,9 @@ def generating_replies(owner, conversation_id=None):
 def start_turn(owner, conversation_id, content, params):
     """Store the user's message and an empty reply to fill; create the conversation if needed."""
     if conversation_id is None:
+        if Conversation.objects.owned_by(owner).count() >= settings.CHAT_MAX_CONVERSATIONS:
+            raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "
+                                "conversations, the most allowed (CHAT_MAX_CONVERSATIONS); delete some first")
         conversation = Conversation.objects.create(title=_title(content), **owner.fields())
     else:
         conversation = get_owned(owner, conversation_id)

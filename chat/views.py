@@ -6,12 +6,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from .live_state import live_workers
+from .models import guest_key
 
 
 @ensure_csrf_cookie
 def index(request):
-    if not request.session.session_key:
-        request.session.save()  # guests get their identity before the socket opens
+    guest_key(request.session)  # guests get their identity before the socket opens
     return render(request, "chat/index.html", {"max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS})
 
 

@@ -14,6 +14,7 @@ import uuid
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from inference import EngineConfig, EngineError, load_engine
 
@@ -60,8 +61,8 @@ class InferenceWorker:
         self.control_channel = await self.layer.new_channel()
         await self.layer.group_add(WORKERS_GROUP, self.control_channel)
         self.tasks = set()
-        loops = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._take_requests()),
-                 asyncio.create_task(self._take_control())]
+        loops = [asyncio.create_task(_forever(loop)) for loop in (self._heartbeat, self._take_requests,
+                                                                   self._take_control)]
         log.info("worker %s ready: %r", self.id, self.engine)
         try:
             await stop_event.wait()
@@ -206,6 +207,16 @@ class InferenceWorker:
             {"type": "chat.token", "conversation": request["conversation"],
              "message": request["message"], "text": text, "offset": offset},
         )
+
+
+async def _forever(step):
+    """Keep a worker loop alive through Redis outages: log, wait, start it again."""
+    while True:
+        try:
+            await step()
+        except (RedisError, OSError):
+            log.warning("Redis unavailable in %s; retrying in 1 s", step.__name__)
+            await asyncio.sleep(1)
 
 
 def _pump(stream, loop, queue):

@@ -42,10 +42,49 @@ def _choice(name, default, choices):
     return value
 
 
+def _local_secret_key(path):
+    """Create the key file once (exclusively, so concurrent first starts agree), then read it."""
+    import os
+    import time
+
+    from django.core.management.utils import get_random_secret_key
+
+    try:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as key_file:
+            key_file.write(get_random_secret_key())
+    except FileExistsError:
+        pass
+    for _ in range(100):  # another process may be writing it this instant
+        if key := path.read_text().strip():
+            return key
+        time.sleep(0.01)
+    raise ImproperlyConfigured(f"{path} is empty; delete it or set SECRET_KEY")
+
+
 # --- Django core -------------------------------------------------------------------------
+# CHAT_PRODUCTION=true is the documented production mode (behind HTTPS): the secret key must
+# come from the environment, cookies are secure, HSTS is on. `manage.py check --deploy` is clean.
+PRODUCTION = _read("bool", "CHAT_PRODUCTION", False)
 DEBUG = _read("bool", "DEBUG", False)
-SECRET_KEY = _read("str", "SECRET_KEY", "dev-only-insecure-key-set-SECRET_KEY-in-production")
 ALLOWED_HOSTS = _read("list", "ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+SECRET_KEY = _read("str", "SECRET_KEY", "")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set in the environment when CHAT_PRODUCTION is true")
+    # A self-hosted install without configuration gets its own random key, kept across restarts.
+    SECRET_KEY = _local_secret_key(BASE_DIR / ".secret_key")
+
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_SSL_REDIRECT = _read("bool", "SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = _read("int", "SECURE_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = PRODUCTION
+if PRODUCTION:  # a TLS-terminating proxy in front says the request came over HTTPS
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 
 INSTALLED_APPS = [
     "daphne",
@@ -91,10 +130,12 @@ TEMPLATES = [
 DATABASES = {"default": _read("dj_db_url", "DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker processes write concurrently: wait for the lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = _positive("float", "CHAT_DB_TIMEOUT", 20.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = LOGOUT_REDIRECT_URL = "/"
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 365
 
 LANGUAGE_CODE = "en-us"
@@ -140,6 +181,10 @@ CHAT_WORKER_CHANNEL = _read("str", "CHAT_WORKER_CHANNEL", "chat-inference")
 CHAT_ALLOW_GUESTS = _read("bool", "CHAT_ALLOW_GUESTS", True)
 CHAT_ADMIN_READ_ONLY = _read("bool", "CHAT_ADMIN_READ_ONLY", True)  # reviewers cannot edit history
 CHAT_MAX_MESSAGE_CHARS = _positive("int", "CHAT_MAX_MESSAGE_CHARS", 32_000)
+CHAT_MAX_FRAME_BYTES = _positive("int", "CHAT_MAX_FRAME_BYTES", 256 * 1024)  # larger frames get an error
+CHAT_MAX_TURNS_IN_FLIGHT = _positive("int", "CHAT_MAX_TURNS_IN_FLIGHT", 1)  # replies generating per user
+CHAT_MESSAGES_PER_MINUTE = _positive("int", "CHAT_MESSAGES_PER_MINUTE", 20)  # send/edit/regenerate per user
+CHAT_MAX_CONVERSATIONS = _positive("int", "CHAT_MAX_CONVERSATIONS", 1000)  # per user
 CHAT_HISTORY_MAX_MESSAGES = _positive("int", "CHAT_HISTORY_MAX_MESSAGES", 100)  # kept hot in Redis
 CHAT_REQUEST_TIMEOUT = _positive("float", "CHAT_REQUEST_TIMEOUT", 30.0)  # no worker picked the turn up
 CHAT_STALL_TIMEOUT = _positive("float", "CHAT_STALL_TIMEOUT", 60.0)  # no token from a started reply

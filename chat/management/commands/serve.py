@@ -8,6 +8,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         self.stdout.write(f"Serving on http://{settings.CHAT_HOST}:{settings.CHAT_PORT}/")
-        CommandLineInterface().run(
-            ["-b", settings.CHAT_HOST, "-p", str(settings.CHAT_PORT), "--proxy-headers", "chatsite.asgi:application"]
-        )
+        # The transport's hard cap sits above CHAT_MAX_FRAME_BYTES, so an oversized frame gets a
+        # clear error frame from the consumer; only far larger ones are cut off (close code 1009).
+        hard_cap = str(4 * settings.CHAT_MAX_FRAME_BYTES)
+        CommandLineInterface().run([
+            "-b", settings.CHAT_HOST, "-p", str(settings.CHAT_PORT), "--proxy-headers",
+            "--websocket-max-message-size", hard_cap, "--websocket-max-frame-size", hard_cap,
+            "chatsite.asgi:application",
+        ])
