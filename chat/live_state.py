@@ -25,7 +25,8 @@ def redis_client():
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = _clients[loop] = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        client = _clients[loop] = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True,
+                                                          **settings.REDIS_OPTIONS)
     return client
 
 

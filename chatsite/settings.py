@@ -7,6 +7,10 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from environs import Env, EnvError
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -153,12 +157,20 @@ CHAT_HOST = _read("str", "CHAT_HOST", "127.0.0.1")
 CHAT_PORT = _port("CHAT_PORT", 8000)
 REDIS_URL = _read("str", "REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Pooled connections go stale when Redis restarts: retry a command on a fresh connection
+# rather than failing the socket or the worker loop that issued it.
+REDIS_OPTIONS = {
+    "retry": Retry(ExponentialBackoff(cap=2, base=0.1), retries=5),
+    "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    "health_check_interval": 10,
+}
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
         # 5 s blocking pop: give the pop room so an idle receive is not an error.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 1000, "expiry": 60},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15, **REDIS_OPTIONS}],
+                   "capacity": 1000, "expiry": 60},
     }
 }
 
