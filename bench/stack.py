@@ -55,13 +55,15 @@ class Stack:
 
         redis.Redis.from_url(self.env["REDIS_URL"]).flushdb()
 
-    def start(self, name):
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            shlex.split(self.commands[name]), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+    def start(self, name, as_name=None, **env):
+        """Start a Procfile process; `as_name` and `env` run another copy (a second web or worker)."""
+        as_name = as_name or name
+        log = open(self.log_dir / f"{as_name}.log", "ab")
+        self.processes[as_name] = subprocess.Popen(
+            shlex.split(self.commands[name]), cwd=ROOT, env={**self.env, **{k: str(v) for k, v in env.items()}},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        return self.processes[name]
+        return self.processes[as_name]
 
     def kill(self, name, sig=signal.SIGKILL):
         process = self.processes.pop(name)

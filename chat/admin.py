@@ -8,7 +8,9 @@ from django.contrib import admin
 from django.db.models import Count
 from django.http import HttpResponse
 
-from .models import Conversation, Message
+from django.contrib import messages as admin_messages
+
+from .models import ApiKey, Conversation, Message
 
 MESSAGE_FIELDS = [
     "id", "role", "content", "finish_reason", "error_detail", "superseded", "prompt_tokens",
@@ -134,3 +136,17 @@ class MessageAdmin(ReadOnlyUnlessConfigured, admin.ModelAdmin):
     @admin.display(description="content")
     def short_content(self, obj):
         return obj.content[:80]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "user", "active", "created", "last_used"]
+    list_filter = ["active"]
+    readonly_fields = ["prefix", "created", "last_used"]
+
+    def save_model(self, request, obj, form, change):
+        raw_key = None if change else obj.issue()
+        super().save_model(request, obj, form, change)
+        if raw_key:
+            self.message_user(request, f"The new API key is {raw_key} — copy it now, it is not shown again.",
+                              admin_messages.WARNING)

@@ -1,7 +1,8 @@
 """ChatConsumer: the WebSocket side of the protocol in docs/protocol.md (version 1).
 
-It authorises and stores turns, hands generation to the inference worker over the channel
-layer, and relays the worker's events to every socket of the user. Nothing here blocks the
+It authorises and stores turns, hands generation to the inference workers through the shared
+request queue (chat.dispatch), and relays the workers' events, which arrive on the user's
+channel-layer group, to every socket of the user. Nothing here blocks the
 event loop: ORM work goes through database_sync_to_async, and torch is never imported.
 """
 import asyncio
@@ -16,14 +17,16 @@ from redis.exceptions import RedisError
 
 from inference.sampling import InvalidParameters, SamplingParams
 
-from . import turns
-from .live_state import ConversationHistory, LiveReply, live_workers, take_rate_slot
+from . import metrics, turns
+from .dispatch import NO_WORKER, abandoned_detail, dispatch, keep_queued_alive, request_stop
+from .live_state import ConversationHistory, LiveReply, take_rate_slot
 from .models import Message, Owner, guest_key
-from .replies import WORKERS_GROUP, fail_if_abandoned, finish_reply, user_group
+from .replies import fail_if_abandoned, user_group
 from .turns import ProtocolError
 
 log = logging.getLogger(__name__)
 WATCHDOG_INTERVAL = 1.0
+JOIN_TIMEOUT = 5.0
 REJOIN_EVERY = 30  # watchdog rounds between re-joining the user's group (survives a Redis restart)
 MAX_TITLE_CHARS = 200
 
@@ -37,11 +40,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4401)
             return
         self.group = user_group(self.owner.key)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        self.watched = {}  # reply id -> whether the worker has reported on it yet
+        try:  # Redis just restarted, or is down: close at once so the page reconnects with backoff
+            await asyncio.wait_for(self.channel_layer.group_add(self.group, self.channel_name), JOIN_TIMEOUT)
+        except (TimeoutError, RedisError):
+            self.group = None
+            await self.send_json({"type": "error", "code": "unavailable",
+                                  "detail": "the service's Redis is unavailable; reconnecting"})
+            await self.close(code=1013)  # "try again later"
+            return
+        self.watched = {}  # reply id -> its queue entry id until a worker reports on it, then None
+        self.timings = {}  # reply id -> metrics.TurnTiming, for the turns this socket started
         self.watchdog = asyncio.create_task(self._watch_replies())
 
     async def disconnect(self, code):
+        for timing in getattr(self, "timings", {}).values():
+            timing.close()
         if getattr(self, "watchdog", None):
             self.watchdog.cancel()
         if getattr(self, "group", None):
@@ -52,7 +65,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             if text_data is None:
                 raise ProtocolError("bad_frame", "binary frames are not supported; send JSON text")
-            if len(text_data) > settings.CHAT_MAX_FRAME_BYTES // 4 and len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+            if len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
                 raise ProtocolError("frame_too_large", f"the frame is over the {settings.CHAT_MAX_FRAME_BYTES} byte "
                                     "limit (CHAT_MAX_FRAME_BYTES)")
             try:
@@ -64,8 +77,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             handler = self.HANDLERS.get(frame.get("type"))
             if handler is None:
                 raise ProtocolError("unknown_type", f"unknown frame type {frame.get('type')!r:.60}")
-            await handler(self, frame)
+            try:  # whatever a dependency does, the client gets an answer in bounded time
+                await asyncio.wait_for(handler(self, frame), settings.CHAT_FRAME_TIMEOUT)
+            except TimeoutError:
+                raise ProtocolError("timeout", f"the server could not answer within {settings.CHAT_FRAME_TIMEOUT:g} s "
+                                    "(CHAT_FRAME_TIMEOUT); try again", frame.get("conversation")) from None
         except ProtocolError as exc:
+            metrics.ERRORS.labels(exc.code).inc()
             await self.send_json(exc.frame())
         except DatabaseError:
             log.exception("database unavailable for %s", self.owner.key)
@@ -91,7 +109,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk})
         await self._announce_turn(conversation.pk, user_message, reply.pk)
-        await self._dispatch(conversation.pk, reply)
+        await self._dispatch(conversation.pk, reply, frame["type"])
 
     async def on_regenerate(self, frame):
         conversation_id = _conversation_field(frame)
@@ -100,7 +118,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation, reply = await _db(turns.start_regeneration)(self.owner, conversation_id, params)
         await ConversationHistory(self.owner.key, conversation.pk).invalidate()
         await self._announce_turn(conversation.pk, None, reply.pk)
-        await self._dispatch(conversation.pk, reply)
+        await self._dispatch(conversation.pk, reply, frame["type"])
 
     async def on_edit(self, frame):
         conversation_id = _conversation_field(frame)
@@ -115,7 +133,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk, "replaces": message_id})
         await self._announce_turn(conversation.pk, user_message, reply.pk, replaces=message_id)
-        await self._dispatch(conversation.pk, reply)
+        await self._dispatch(conversation.pk, reply, frame["type"])
 
     async def on_stop(self, frame):
         conversation_id = _conversation_field(frame)
@@ -125,8 +143,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             raise ProtocolError("not_generating", "no reply is being generated in this conversation",
                                 conversation_id)
         for reply_id in replies:
-            await LiveReply(reply_id).request_cancel()
-            await self.channel_layer.group_send(WORKERS_GROUP, {"type": "chat.stop", "message": reply_id})
+            await request_stop(reply_id)
 
     async def on_history(self, frame):
         conversation_id = _conversation_field(frame)
@@ -182,15 +199,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- events from the worker and other sockets (channel layer) ----------------------
     async def chat_token(self, event):
-        self.watched[event["message"]] = True
+        self.watched[event["message"]] = None  # a worker has it
+        if event["message"] in self.timings:
+            self.timings[event["message"]].token()
         await self._relay(event)
 
     async def chat_queued(self, event):
-        self.watched[event["message"]] = True
         await self._relay(event)
 
     async def chat_done(self, event):
         self.watched.pop(event["message"], None)
+        timing = self.timings.pop(event["message"], None)
+        if timing:  # counted once, by the socket that started the turn
+            timing.done(event)
         await self._relay(event)
 
     async def chat_turn(self, event):
@@ -243,38 +264,37 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             event["replaces"] = replaces
         await self.channel_layer.group_send(self.group, event)
 
-    async def _dispatch(self, conversation_id, reply):
-        """Hand the reply to a worker, or end it at once with no_worker when none is running."""
-        if not await live_workers():
-            detail = "no inference worker is running; start one, then regenerate this reply"
-            await self.send_json({"type": "error", "code": "no_worker", "detail": detail,
-                                  "conversation": conversation_id})
-            await finish_reply(reply.pk, content="", finish_reason=Message.FinishReason.ERROR, error_detail=detail)
-            return
+    async def _dispatch(self, conversation_id, reply, kind):
+        """Hand the reply to the workers, or end it at once with no_worker when none is running."""
+        metrics.TURNS.labels(kind).inc()
         messages = await ConversationHistory(self.owner.key, conversation_id).messages()
-        params = dict(reply.params)
-        system = params.pop("system", None)
-        await LiveReply(reply.pk).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
-        self.watched[reply.pk] = False
-        await self.channel_layer.send(settings.CHAT_WORKER_CHANNEL, {
-            "type": "chat.generate", "conversation": conversation_id, "message": reply.pk,
-            "owner": self.owner.key, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
-            "params": params, "system": system,
-        })
+        entry_id = await dispatch(self.owner.key, conversation_id, reply, messages)
+        if entry_id is None:
+            await self.send_json({"type": "error", "code": "no_worker", "detail": NO_WORKER,
+                                  "conversation": conversation_id})
+            return
+        self.watched[reply.pk] = entry_id
+        self.timings[reply.pk] = metrics.TurnTiming()
 
     async def _watch_replies(self):
-        """End replies whose worker went quiet (its liveness key in Redis expired)."""
-        rounds = 0
+        """Report the place in line of replies no worker has taken yet, and end replies whose
+        worker went quiet (their liveness key in Redis expired)."""
+        rounds, positions = 0, {}
         while True:
             await asyncio.sleep(WATCHDOG_INTERVAL)
             rounds += 1
             if rounds % REJOIN_EVERY == 0:
                 await self.channel_layer.group_add(self.group, self.channel_name)
-            for reply_id, reported in list(self.watched.items()):
-                detail = ("the inference worker stopped responding; the text so far is kept" if reported
-                          else f"no inference worker took this turn within {settings.CHAT_REQUEST_TIMEOUT:g} s")
+            for reply_id, entry_id in list(self.watched.items()):
                 try:
-                    if await fail_if_abandoned(reply_id, detail):
+                    if entry_id is not None:
+                        position = await keep_queued_alive(reply_id, entry_id)
+                        if position and positions.get(reply_id) != position:
+                            positions[reply_id] = position
+                            await self.channel_layer.group_send(self.group, {
+                                "type": "chat.queued", "conversation": await _db(turns.conversation_of)(reply_id),
+                                "message": reply_id, "position": position})
+                    if await fail_if_abandoned(reply_id, abandoned_detail(entry_id is None)):
                         self.watched.pop(reply_id, None)
                 except Exception:
                     log.exception("watchdog failed for reply %s", reply_id)

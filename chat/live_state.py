@@ -135,6 +135,10 @@ async def announce_worker(worker_id, info, ttl):
     await redis_client().set(WORKER_KEY_PREFIX + worker_id, json.dumps(info), ex=max(1, int(ttl + 0.999)))
 
 
+async def worker_is_alive(worker_id):
+    return bool(await redis_client().exists(WORKER_KEY_PREFIX + worker_id))
+
+
 async def withdraw_worker(worker_id):
     await redis_client().delete(WORKER_KEY_PREFIX + worker_id)
 

@@ -1,3 +1,5 @@
+import hashlib
+import secrets
 import uuid
 
 from django.conf import settings
@@ -112,3 +114,29 @@ class Message(models.Model):
             if self.rating is not None:
                 frame["rating"] = self.rating
         return frame
+
+
+class ApiKey(models.Model):
+    """A key for the HTTP API (/v1/..., /generate), created by staff in the admin. Only a hash is kept."""
+
+    name = models.CharField(max_length=100)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             help_text="Conversations made with this key belong to this user.")
+    prefix = models.CharField(max_length=16, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    active = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw_key):
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+    def issue(self):
+        """Give this key a new secret; returns it (shown once, never stored)."""
+        raw_key = "sk-chat-" + secrets.token_urlsafe(32)
+        self.prefix, self.key_hash = raw_key[:12], self.hash(raw_key)
+        return raw_key

@@ -122,3 +122,17 @@ def rate(owner, message_id, rating, comment):
     message.rating, message.feedback = rating, comment
     message.save(update_fields=["rating", "feedback"])
     return message.conversation_id
+
+
+def conversation_of(message_id):
+    return Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).first()
+
+
+@transaction.atomic
+def start_api_turn(owner, messages, params):
+    """Store an API request as a new conversation: its messages, then an empty reply to fill."""
+    last_user = messages[-1]["content"]
+    conversation = Conversation.objects.create(title=_title(last_user), **owner.fields())
+    Message.objects.bulk_create([Message(conversation=conversation, role=m["role"], content=m["content"])
+                                 for m in messages if m["role"] != "system"])
+    return conversation, _new_reply(conversation, params)

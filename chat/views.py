@@ -1,6 +1,6 @@
 from django.conf import settings
 from redis.exceptions import RedisError
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
@@ -38,3 +38,17 @@ async def status(request):
     """The same facts for the page, always 200 (a 503 would be logged as an error in its console)."""
     ready, body = await _health()
     return JsonResponse({**body, "ready": ready})
+
+
+@never_cache
+async def metrics_view(request):
+    """Prometheus exposition: this web process's counters plus the queue and every worker."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from . import metrics, request_queue
+
+    try:
+        depth, workers = await request_queue.depth(), await live_workers()
+    except RedisError:
+        depth, workers = (0, 0), []
+    return HttpResponse(metrics.exposition(depth, workers), content_type=CONTENT_TYPE_LATEST)

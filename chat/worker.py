@@ -5,6 +5,7 @@ request channel until SIGTERM/SIGINT. Concurrent replies are decoded together in
 (inference.batching); those beyond the batch's budget wait and are told their place.
 """
 import asyncio
+import collections
 import logging
 import os
 import socket
@@ -12,12 +13,14 @@ import threading
 import time
 import uuid
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from inference import EngineConfig, EngineError, load_engine
 
+from . import request_queue
 from .live_state import LiveReply, announce_worker, withdraw_worker
 from .models import Message
 from .replies import WORKERS_GROUP, finish_reply, user_group
@@ -55,12 +58,16 @@ class InferenceWorker:
         self.layer = get_channel_layer()
         self.replies = {}  # message id -> (request, ReplyStream or None while the prompt is built)
         self.started = time.time()
+        self.finished = collections.Counter()  # finish reason -> replies, for /metrics
+        self.tokens = 0
 
     async def run(self, stop_event):
         """Serve until stop_event is set; replies in progress are cancelled and stored."""
         self.control_channel = await self.layer.new_channel()
         await self.layer.group_add(WORKERS_GROUP, self.control_channel)
+        await request_queue.ensure_group()
         self.tasks = set()
+        self.room = asyncio.Event()
         loops = [asyncio.create_task(_forever(loop)) for loop in (self._heartbeat, self._take_requests,
                                                                    self._take_control)]
         log.info("worker %s ready: %r", self.id, self.engine)
@@ -90,6 +97,8 @@ class InferenceWorker:
             "started": self.started,
             "active": sum(1 for s in streams if not s.queue_position),
             "waiting": sum(1 for s in streams if s.queue_position),
+            "replies": dict(self.finished),
+            "tokens": self.tokens,
         }
 
     async def _heartbeat(self):
@@ -98,6 +107,7 @@ class InferenceWorker:
             await announce_worker(self.id, self.info(), ttl=interval * 3)
             # Re-joining is idempotent; it restores membership after a Redis restart or expiry.
             await self.layer.group_add(WORKERS_GROUP, self.control_channel)
+            await self._adopt_orphans()
             # Waiting replies stay alive while they wait, and learn their place in line.
             for request, stream in list(self.replies.values()):
                 if stream is not None and stream.queue_position:
@@ -105,14 +115,33 @@ class InferenceWorker:
             await asyncio.sleep(interval)
 
     async def _take_requests(self):
+        """Take requests while the batch has room; the rest wait in the shared queue, in order."""
         while True:
-            request = await self.layer.receive(settings.CHAT_WORKER_CHANNEL)
-            if request.get("type") != "chat.generate":
-                log.warning("ignoring unknown request type %r", request.get("type"))
+            free = self.engine.config.max_batch_size - len(self.replies)
+            if free <= 0:
+                self.room.clear()
+                await self.room.wait()
                 continue
-            task = asyncio.create_task(self._serve(request))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            for entry_id, request in await request_queue.take(self.id, free):
+                self._start(entry_id, request)
+
+    def _start(self, entry_id, request):
+        self.replies[request["message"]] = (request, None)  # counted against the batch at once
+        task = asyncio.create_task(self._serve(entry_id, request))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _adopt_orphans(self):
+        """Serve the requests of workers that died; end the ones they had started as errors."""
+        for entry_id, request in await request_queue.claim_from_dead_workers(self.id):
+            if await LiveReply(request["message"]).text():
+                await finish_reply(request["message"], content=await LiveReply(request["message"]).text(),
+                                   finish_reason=Message.FinishReason.ERROR,
+                                   error_detail="the worker generating this reply stopped; the text so far is kept")
+                await request_queue.acknowledge(entry_id)
+            else:
+                log.info("taking over request for reply %s from a stopped worker", request["message"])
+                self._start(entry_id, request)
 
     async def _take_control(self):
         while True:
@@ -122,17 +151,19 @@ class InferenceWorker:
                 if stream is not None:
                     stream.cancel()
 
-    async def _serve(self, request):
+    async def _serve(self, entry_id, request):
         message_id = request["message"]
-        self.replies[message_id] = (request, None)
         try:
-            await self.generate(request)
+            if await _still_generating(message_id):  # not already ended (stopped, or timed out)
+                await self.generate(request)
         except Exception:  # a bug must not take the worker down with it
             log.exception("reply %s failed", message_id)
             await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR,
                                error_detail="the worker failed while generating this reply")
         finally:
             self.replies.pop(message_id, None)
+            self.room.set()
+            await request_queue.acknowledge(entry_id)
 
     async def _tell_queued(self, request, position):
         await LiveReply(request["message"]).keep_alive(settings.CHAT_STALL_TIMEOUT)
@@ -149,6 +180,8 @@ class InferenceWorker:
             await finish_reply(message_id, content="", finish_reason=Message.FinishReason.CANCELLED)
             return
         await live.keep_alive(settings.CHAT_STALL_TIMEOUT)
+        log.info("turn taken reply=%s worker=%s", message_id, self.id,
+                 extra={"turn": request.get("turn"), "reply": message_id, "worker": self.id})
         loop = asyncio.get_running_loop()
         pieces = asyncio.Queue()
         started = time.monotonic()
@@ -189,6 +222,13 @@ class InferenceWorker:
             if item is _END:
                 break
         ended = time.monotonic()
+        self.finished[stream.finish_reason] += 1
+        self.tokens += stream.completion_tokens
+        log.info("turn finished reply=%s worker=%s finish_reason=%s tokens=%s", message_id, self.id,
+                 stream.finish_reason, stream.completion_tokens, extra={
+            "turn": request.get("turn"), "reply": message_id, "worker": self.id, "finish_reason": stream.finish_reason,
+            "prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens,
+            "ttft_s": round(first_token_at - started, 3) if first_token_at else None})
         await finish_reply(
             message_id,
             content="".join(text),
@@ -207,6 +247,11 @@ class InferenceWorker:
             {"type": "chat.token", "conversation": request["conversation"],
              "message": request["message"], "text": text, "offset": offset},
         )
+
+
+@database_sync_to_async
+def _still_generating(message_id):
+    return Message.objects.filter(pk=message_id, finish_reason="").exists()
 
 
 async def _forever(step):

@@ -133,8 +133,14 @@ TEMPLATES = [
 
 DATABASES = {"default": _read("dj_db_url", "DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # Web and worker processes write concurrently: wait for the lock instead of failing at once.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = _positive("float", "CHAT_DB_TIMEOUT", 20.0)
+    # Web and worker processes write concurrently: take the write lock when a transaction begins
+    # (a deferred one that reads first and then writes can fail at once), wait for it rather
+    # than failing, and let readers go on while one process writes (WAL).
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "timeout": _positive("float", "CHAT_DB_TIMEOUT", 20.0),
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    })
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -162,7 +168,6 @@ REDIS_URL = _read("str", "REDIS_URL", "redis://127.0.0.1:6379/0")
 REDIS_OPTIONS = {
     "retry": Retry(ExponentialBackoff(cap=2, base=0.1), retries=5),
     "retry_on_error": [RedisConnectionError, RedisTimeoutError],
-    "health_check_interval": 10,
 }
 CHANNEL_LAYERS = {
     "default": {
@@ -187,7 +192,6 @@ CHAT_QUANTIZE = _choice("CHAT_QUANTIZE", "none", ["none", "int8"])  # int8 faile
 CHAT_MAX_BATCH_SIZE = _positive("int", "CHAT_MAX_BATCH_SIZE", 16)  # replies decoded together per worker
 CHAT_MAX_CACHE_TOKENS = _positive("int", "CHAT_MAX_CACHE_TOKENS", 65536)  # KV-cache budget per worker
 CHAT_PREFILL_CHUNK_TOKENS = _positive("int", "CHAT_PREFILL_CHUNK_TOKENS", 256)  # long prompts read in chunks
-CHAT_WORKER_CHANNEL = _read("str", "CHAT_WORKER_CHANNEL", "chat-inference")
 
 # --- Chat behaviour, limits and timeouts --------------------------------------------------
 CHAT_ALLOW_GUESTS = _read("bool", "CHAT_ALLOW_GUESTS", True)
@@ -200,14 +204,21 @@ CHAT_MAX_CONVERSATIONS = _positive("int", "CHAT_MAX_CONVERSATIONS", 1000)  # per
 CHAT_HISTORY_MAX_MESSAGES = _positive("int", "CHAT_HISTORY_MAX_MESSAGES", 100)  # kept hot in Redis
 CHAT_REQUEST_TIMEOUT = _positive("float", "CHAT_REQUEST_TIMEOUT", 30.0)  # no worker picked the turn up
 CHAT_STALL_TIMEOUT = _positive("float", "CHAT_STALL_TIMEOUT", 60.0)  # no token from a started reply
+CHAT_FRAME_TIMEOUT = _positive("float", "CHAT_FRAME_TIMEOUT", 30.0)  # longest a frame may take to answer
 CHAT_TOKEN_FLUSH_INTERVAL = _read("float", "CHAT_TOKEN_FLUSH_INTERVAL", 0.03)  # coalesce token frames
 CHAT_WORKER_HEARTBEAT = _positive("float", "CHAT_WORKER_HEARTBEAT", 2.0)
 
+LOG_FORMAT = _choice("LOG_FORMAT", "plain", ["plain", "json"])  # json: one object per line, with extras
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"turn": {"()": "chat.log_context.TurnDefaults"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s turn=%(turn)s"},
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s %(turn)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["turn"]}},
     "root": {"handlers": ["console"], "level": _read("str", "LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {"django.channels.server": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

@@ -56,6 +56,14 @@ async def new_guest():
     return session.session_key
 
 
+async def owner_key_of(session_key):
+    """The Redis/group namespace of the guest whose browser holds this session."""
+    from chat.models import GUEST_SESSION_KEY
+
+    session = SessionStore(session_key)
+    return "g" + await sync_to_async(lambda: session[GUEST_SESSION_KEY])()
+
+
 async def connect(session_key=None, headers=None):
     from chatsite.asgi import application
 

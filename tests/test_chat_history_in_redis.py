@@ -2,7 +2,7 @@
 import pytest
 
 from chat.live_state import ConversationHistory
-from tests.chat_support import connect, engine, new_guest, send_turn, text_of, worker  # noqa: F401
+from tests.chat_support import connect, engine, new_guest, owner_key_of, send_turn, text_of, worker  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -14,7 +14,7 @@ async def test_history_survives_a_redis_flush(worker, engine, clean_redis):
     conversation = first[0]["conversation"]
     second = await send_turn(socket, "And the colour blue.", conversation=conversation)
     history_keys = [k for k in clean_redis.keys("chat:*:history")]
-    assert len(history_keys) == 1 and history_keys[0].decode().startswith(f"chat:g{guest}:")
+    assert len(history_keys) == 1 and history_keys[0].decode().startswith(f"chat:{await owner_key_of(guest)}:")
     await socket.disconnect()
 
     clean_redis.flushdb()  # Redis restarted empty: hot history, groups and worker announcement gone
@@ -40,7 +40,7 @@ async def test_history_is_trimmed_to_the_configured_length(worker, settings, cle
     for n in range(3):
         frames = await send_turn(socket, f"turn {n}", conversation=conversation, max_new_tokens=2)
         conversation = frames[0]["conversation"]
-    messages = await ConversationHistory(f"g{guest}", conversation).messages()
+    messages = await ConversationHistory(await owner_key_of(guest), conversation).messages()
     assert [m["content"] for m in messages if m["role"] == "user"] == ["turn 1", "turn 2"]
     assert len(messages) == 4
     await socket.disconnect()

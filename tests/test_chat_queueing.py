@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def test_users_beyond_the_batch_see_their_place_in_line_and_are_served_in_order(
         tiny_engine, clean_redis, settings):
     settings.CHAT_WORKER_HEARTBEAT = 0.2
-    engine = RecordingEngine(tiny_engine, token_delay=0.02, config=EngineConfig(max_batch_size=1))
+    engine = RecordingEngine(tiny_engine, token_delay=0.1, config=EngineConfig(max_batch_size=1))
     worker, stop, task = await start_worker(engine)
     sockets = [await connect(await new_guest()) for _ in range(3)]
     for n, socket in enumerate(sockets):

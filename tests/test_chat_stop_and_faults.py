@@ -114,7 +114,8 @@ async def test_a_turn_no_worker_takes_ends_as_an_error_after_the_request_timeout
 
 
 async def clean_redis_worker_announcement():
-    """A worker that announced itself and then died without taking anything."""
+    """A worker that announced itself and then died without taking anything: its announcement
+    lapses after its heartbeat TTL, and then the waiting turn times out."""
     from chat.live_state import announce_worker
 
-    await announce_worker("ghost", {"id": "ghost", "model": "x"}, ttl=30)
+    await announce_worker("ghost", {"id": "ghost", "model": "x"}, ttl=2)

@@ -1,0 +1,228 @@
+"""The HTTP API: OpenAI-compatible chat completions and models, and the simple /generate.
+
+Served by the same workers through the same queue as the WebSocket, and stored as
+conversations like any other, so reviewers see them in the admin.
+"""
+import json
+import time
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse, StreamingHttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from inference.sampling import InvalidParameters, SamplingParams
+
+from . import metrics, turns
+from .dispatch import NO_WORKER, dispatch, follow, request_stop
+from .live_state import live_workers
+from .models import ApiKey, Owner, guest_key
+
+ROLES = {"system", "user", "assistant"}
+
+
+class ApiError(Exception):
+    def __init__(self, status, message, kind="invalid_request_error", code=None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+    def response(self):
+        metrics.ERRORS.labels(self.code or self.kind).inc()
+        return JsonResponse({"error": {"message": self.message, "type": self.kind, "code": self.code}},
+                            status=self.status)
+
+
+def _api_key_owner(request):
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    key = ApiKey.objects.filter(key_hash=ApiKey.hash(header.removeprefix("Bearer ").strip()), active=True).first()
+    if key is None:
+        raise ApiError(401, "the API key is not valid or has been revoked", code="invalid_api_key")
+    ApiKey.objects.filter(pk=key.pk).update(last_used=timezone.now())
+    return Owner(user_id=key.user_id)
+
+
+@sync_to_async
+def _owner(request, guests_allowed):
+    owner = _api_key_owner(request)
+    if owner is None:
+        from django.conf import settings
+
+        if not (guests_allowed and settings.CHAT_ALLOW_GUESTS):
+            raise ApiError(401, "send an API key: Authorization: Bearer <key> (staff create keys in the admin)",
+                           code="invalid_api_key")
+        if request.user.is_authenticated:
+            return Owner(user_id=request.user.pk)
+        return Owner(guest_key=guest_key(request.session))
+    return owner
+
+
+def _json_body(request):
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        raise ApiError(400, "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+def _messages(body):
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "'messages' must be a non-empty list")
+    messages = []
+    for item in raw:
+        if not isinstance(item, dict) or item.get("role") not in ROLES:
+            raise ApiError(400, f"each message needs a role in {sorted(ROLES)}")
+        content = item.get("content")
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(content, str):
+            raise ApiError(400, "each message needs text content")
+        messages.append({"role": item["role"], "content": content})
+    if messages[-1]["role"] != "user":
+        raise ApiError(400, "the last message must be from the user")
+    return messages
+
+
+def _params(body, system):
+    from django.conf import settings
+
+    values = {"max_new_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
+              or settings.CHAT_MAX_NEW_TOKENS}
+    for name in ("temperature", "top_p", "seed"):
+        if body.get(name) is not None:
+            values[name] = body[name]
+    try:
+        params = SamplingParams.from_dict(values, settings.CHAT_MAX_NEW_TOKENS_LIMIT).as_dict()
+    except (InvalidParameters, TypeError) as exc:
+        raise ApiError(400, str(exc)) from None
+    params["system"] = system if system is not None else settings.CHAT_DEFAULT_SYSTEM_PROMPT
+    return params
+
+
+async def _start(owner, messages, params, kind):
+    """Store the conversation and queue its reply; returns (conversation, reply, entry id)."""
+    conversation, reply = await sync_to_async(turns.start_api_turn)(owner, messages, params)
+    metrics.TURNS.labels(kind).inc()
+    entry_id = await dispatch(owner.key, conversation.pk, reply, [m for m in messages if m["role"] != "system"])
+    if entry_id is None:
+        raise ApiError(503, NO_WORKER, kind="server_error", code="no_worker")
+    return conversation, reply, entry_id
+
+
+async def _collect(owner, reply, entry_id):
+    text, done = [], None
+    async for event in follow(owner.key, reply.pk, entry_id):
+        if event["type"] == "chat.token":
+            text.append(event["text"])
+        elif event["type"] == "chat.done":
+            done = event
+    if done["finish_reason"] == "error":
+        raise ApiError(502, done.get("detail", "the reply failed"), kind="server_error", code="generation_failed")
+    return "".join(text), done
+
+
+async def _model_name():
+    workers = await live_workers()
+    return workers[0]["model"] if workers else "unavailable"
+
+
+@csrf_exempt
+@require_POST
+async def chat_completions(request):
+    try:
+        body = _json_body(request)
+        owner = await _owner(request, guests_allowed=False)
+        messages = _messages(body)
+        system = "\n".join(m["content"] for m in messages if m["role"] == "system") or None
+        params = _params(body, system)
+        conversation, reply, entry_id = await _start(owner, messages, params, "api")
+        model, created, completion_id = await _model_name(), int(time.time()), f"chatcmpl-{reply.pk}"
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            events = _sse(owner, reply, entry_id, completion_id, created, model, include_usage)
+            response = StreamingHttpResponse(events, content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+            return response
+        text, done = await _collect(owner, reply, entry_id)
+    except ApiError as exc:
+        return exc.response()
+    return JsonResponse({
+        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                     "finish_reason": _finish(done["finish_reason"])}],
+        "usage": _usage(done),
+    })
+
+
+async def _sse(owner, reply, entry_id, completion_id, created, model, include_usage):
+    def chunk(delta, finish_reason=None, **extra):
+        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    finished = False
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for event in follow(owner.key, reply.pk, entry_id):
+            if event["type"] == "chat.token":
+                yield chunk({"content": event["text"]})
+            elif event["type"] == "chat.done":
+                finished = True
+                if event["finish_reason"] == "error":
+                    error = {"message": event.get("detail", "the reply failed"), "type": "server_error"}
+                    yield f"data: {json.dumps({'error': error})}\n\n"
+                else:
+                    yield chunk({}, _finish(event["finish_reason"]))
+                    if include_usage:
+                        yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': _usage(event)})}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        if not finished:  # the client went away: stop generating for nobody
+            await request_stop(reply.pk)
+
+
+def _finish(reason):
+    return {"length": "length"}.get(reason, "stop")
+
+
+def _usage(done):
+    usage = done["usage"]
+    return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+
+
+@require_GET
+async def models(request):
+    try:
+        await _owner(request, guests_allowed=False)
+    except ApiError as exc:
+        return exc.response()
+    workers = await live_workers()
+    names = sorted({w["model"] for w in workers})
+    return JsonResponse({"object": "list", "data": [
+        {"id": name, "object": "model", "created": int(min(w["started"] for w in workers if w["model"] == name)),
+         "owned_by": "chatsite"} for name in names]})
+
+
+@csrf_exempt
+@require_POST
+async def generate(request):
+    """The simple form: {"prompt": "..."} -> {"text": "..."} (an API key, or the session of a guest)."""
+    try:
+        if request.content_type != "application/json":
+            raise ApiError(415, "send the body as application/json")
+        body = _json_body(request)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ApiError(400, "'prompt' must be a non-empty string")
+        owner = await _owner(request, guests_allowed=True)
+        params = _params(body, body.get("system") if isinstance(body.get("system"), str) else None)
+        _, reply, entry_id = await _start(owner, [{"role": "user", "content": prompt}], params, "generate")
+        text, done = await _collect(owner, reply, entry_id)
+    except ApiError as exc:
+        return exc.response()
+    return JsonResponse({"text": text, "finish_reason": done["finish_reason"], "usage": _usage(done)})

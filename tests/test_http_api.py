@@ -1,0 +1,88 @@
+"""The OpenAI-compatible API (with the official openai client), /generate, and /metrics, on the stack."""
+import re
+import subprocess
+import sys
+import urllib.request
+
+import openai
+import pytest
+
+from bench.stack import ROOT, Stack
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def api_stack(tmp_path_factory, tiny_model_dir):
+    stack = Stack(tmp_path_factory.mktemp("api"), redis_db=15, CHAT_MODEL=str(tiny_model_dir))
+    stack.start_all()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def api_key(api_stack):
+    code = ("from django.contrib.auth.models import User; from chat.models import ApiKey; "
+            "u = User.objects.create_user('api-user'); k = ApiKey(name='test', user=u); raw = k.issue(); k.save(); "
+            "print(raw)")
+    result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT,
+                            env=api_stack.env, capture_output=True, text=True, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def client(stack, key):
+    return openai.OpenAI(base_url=stack.base_url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def test_the_openai_client_streams_a_reply(api_stack, api_key):
+    stream = client(api_stack, api_key).chat.completions.create(
+        model="default", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
+        max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) >= 2
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert chunks[-1].usage.completion_tokens == 12
+
+
+def test_the_openai_client_gets_a_whole_reply_and_it_is_stored_as_a_conversation(api_stack, api_key):
+    reply = client(api_stack, api_key).chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "Say something"}], max_tokens=6, temperature=0)
+    assert reply.choices[0].message.content and reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 6 and reply.usage.prompt_tokens > 0
+    message_id = int(reply.id.removeprefix("chatcmpl-"))
+    import sqlite3
+
+    with sqlite3.connect(api_stack.db_path) as db:
+        owner, content = db.execute(
+            "SELECT u.username, m.content FROM chat_message m JOIN chat_conversation c ON c.id = m.conversation_id "
+            "JOIN auth_user u ON u.id = c.user_id WHERE m.id = ?", (message_id,)).fetchone()
+    assert owner == "api-user" and content == reply.choices[0].message.content
+
+
+def test_models_are_listed_and_a_bad_key_is_refused(api_stack, api_key):
+    models = client(api_stack, api_key).models.list()
+    assert [m.id for m in models.data] == ["tiny-model0"] or len(models.data) == 1
+    with pytest.raises(openai.AuthenticationError):
+        client(api_stack, "sk-chat-wrong").models.list()
+
+
+def test_generate_takes_a_prompt_and_returns_text(api_stack):
+    request = urllib.request.Request(api_stack.base_url + "/generate", data=b'{"prompt": "Hi", "max_tokens": 5}',
+                                     headers={"Content-Type": "application/json"})
+    import json
+
+    body = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    assert isinstance(body["text"], str) and body["usage"]["completion_tokens"] == 5
+
+
+def test_metrics_show_turns_streams_queue_and_workers(api_stack, api_key):
+    client(api_stack, api_key).chat.completions.create(
+        model="default", messages=[{"role": "user", "content": "count"}], max_tokens=4)
+    text = urllib.request.urlopen(api_stack.base_url + "/metrics", timeout=10).read().decode()
+    assert re.search(r'^chat_turns_total\{kind="api"\} [1-9]', text, re.M)
+    assert re.search(r"^chat_time_to_first_token_seconds_count [1-9]", text, re.M)
+    assert re.search(r"^chat_active_streams ", text, re.M)
+    assert re.search(r'^chat_queue_depth\{state="waiting"\} \d', text, re.M)
+    assert re.search(r'^chat_worker_generated_tokens_total\{worker="[^"]+"\} [1-9]', text, re.M)
+    assert re.search(r'^chat_worker_replies_total\{finish_reason="length",worker="[^"]+"\} [1-9]', text, re.M)
