@@ -10,6 +10,7 @@ not by its whole prefill.
 The batch shares one KV cache, left-padded to the longest member, with an attention mask
 marking the padding and explicit position ids per row.
 """
+import atexit
 import collections
 import logging
 import threading
@@ -63,6 +64,8 @@ class BatchScheduler:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
                 self._thread.start()
+                # stop the thread before the interpreter tears torch down under it (else: abort at exit)
+                atexit.register(self.close)
             self.waiting.append(stream)
             self._update_positions()
             self._wake.notify()
@@ -72,6 +75,8 @@ class BatchScheduler:
         with self._wake:
             self._closed = True
             self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
 
     def stats(self):
         return {"active": len(self.active), "prefilling": len(self.prefilling), "waiting": len(self.waiting),
@@ -141,8 +146,9 @@ class BatchScheduler:
         prompt = slot.stream.prompt_ids
         chunk = prompt[slot.read: slot.read + self.prefill_chunk_tokens]
         positions = torch.arange(slot.read, slot.read + len(chunk), device=self.device).unsqueeze(0)
+        # logits for the last position only: the vocabulary projection of every prompt token is waste
         out = self.model(input_ids=torch.tensor([chunk], device=self.device), position_ids=positions,
-                         past_key_values=slot.cache, use_cache=True)
+                         past_key_values=slot.cache, use_cache=True, logits_to_keep=1)
         slot.read += len(chunk)
         if slot.read < len(prompt):
             return

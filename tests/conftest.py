@@ -57,8 +57,16 @@ def clean_redis():
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory, default_model_dir):
     """The whole service started from the Procfile, as `make run` starts it, on a free port."""
-    stack = Stack(tmp_path_factory.mktemp("stack"), CHAT_STALL_TIMEOUT=20, CHAT_REQUEST_TIMEOUT=20)
+    # One reply at a time, so that a second user really waits (the browser tests show the queue).
+    stack = Stack(tmp_path_factory.mktemp("stack"), CHAT_STALL_TIMEOUT=20, CHAT_REQUEST_TIMEOUT=20,
+                  CHAT_MAX_BATCH_SIZE=1)
     try:
         yield stack.start_all()
     finally:
         stack.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the browser tests last: Playwright's sync API keeps an event loop running in the main
+    thread, which the async tests (and asyncio.run) cannot share."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

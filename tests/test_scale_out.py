@@ -2,6 +2,7 @@
 workers, a stop reaches the worker generating, and a killed worker loses no accepted request."""
 import asyncio
 import json
+import re
 import signal
 import sqlite3
 
@@ -92,3 +93,25 @@ def test_a_stop_sent_through_either_web_reaches_the_generating_worker(cluster):
     done = asyncio.run(scenario())
     assert done["finish_reason"] == "cancelled"
     assert done["usage"]["completion_tokens"] < 250
+
+
+def test_a_turn_id_follows_each_turn_from_the_web_process_to_the_worker(cluster):
+    asyncio.run(one_turn(cluster.ws_url, cluster.base_url, "trace me", max_new_tokens=4))
+    queued = re.findall(r"turn queued reply=(\d+) .* turn=([0-9a-f]{12})", cluster.log("web"))
+    assert queued, cluster.log("web")[-2000:]
+    reply, turn = queued[-1]
+    worker_logs = cluster.log("worker") + cluster.log("worker2")
+    assert re.search(rf"turn taken reply={reply} worker=\S+ turn={turn}", worker_logs)
+    assert re.search(rf"turn finished reply={reply} worker=\S+ finish_reason=length tokens=4 turn={turn}", worker_logs)
+
+
+def test_json_logs_carry_the_turn_id(tmp_path, tiny_model_dir):
+    stack = Stack(tmp_path, redis_db=15, CHAT_MODEL=str(tiny_model_dir), LOG_FORMAT="json")
+    try:
+        stack.start_all()
+        asyncio.run(one_turn(stack.ws_url, stack.base_url, "trace me", max_new_tokens=3))
+        records = [json.loads(line) for line in stack.log("worker").splitlines() if line.startswith("{")]
+        finished = [r for r in records if r["message"].startswith("turn finished")]
+        assert finished and len(finished[-1]["turn"]) == 12 and finished[-1]["completion_tokens"] == 3
+    finally:
+        stack.stop()

@@ -83,6 +83,19 @@ class ChatPage:
         cookies = {c["name"]: c["value"] for c in self.page.context.cookies()}
         return cookies["sessionid"]
 
+    def guest_key(self, stack):
+        """The guest identity the server keeps in this page's session (what conversations are owned by)."""
+        import subprocess
+        import sys
+
+        from bench.stack import ROOT
+
+        code = ("from django.contrib.sessions.backends.db import SessionStore; "
+                f"print(SessionStore({self.session_key()!r})['chat_guest'])")
+        result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT,
+                                env=stack.env, capture_output=True, text=True, check=True)
+        return result.stdout.strip().splitlines()[-1]
+
     # --- the transcript -----------------------------------------------------------------
     @property
     def input(self):

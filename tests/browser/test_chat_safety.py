@@ -30,9 +30,9 @@ def assert_nothing_ran(page):
     assert handlers == []
 
 
-def test_stored_reply_with_html_and_js_is_inert_and_code_is_highlighted(chat, db, artifacts):
+def test_stored_reply_with_html_and_js_is_inert_and_code_is_highlighted(chat, db, artifacts, live_stack):
     page = chat.page
-    conversation, (_, reply_id) = db.add_conversation(chat.session_key(), "Hostile reply", [
+    conversation, (_, reply_id) = db.add_conversation(chat.guest_key(live_stack), "Hostile reply", [
         ("user", "Show me something <b>bold</b>", "", None),
         ("assistant", HOSTILE, "stop", 1),
     ])
