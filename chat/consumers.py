@@ -20,7 +20,7 @@ from inference.sampling import InvalidParameters, SamplingParams
 from . import metrics, turns
 from .dispatch import NO_WORKER, abandoned_detail, dispatch, keep_queued_alive, request_stop
 from .live_state import ConversationHistory, LiveReply, take_rate_slot
-from .models import Message, Owner, guest_key
+from .models import Owner, guest_key
 from .replies import fail_if_abandoned, user_group
 from .turns import ProtocolError
 

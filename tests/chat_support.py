@@ -3,7 +3,6 @@ import asyncio
 import threading
 import time
 
-import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.db import SessionStore
@@ -111,16 +110,3 @@ async def start_worker(engine):
     else:
         raise TimeoutError("the worker did not announce itself")
     return worker, stop, task
-
-
-@pytest.fixture
-def engine(tiny_engine):
-    return RecordingEngine(tiny_engine)
-
-
-@pytest.fixture
-async def worker(engine, clean_redis):
-    worker, stop, task = await start_worker(engine)
-    yield worker
-    stop.set()
-    await asyncio.wait_for(task, 10)

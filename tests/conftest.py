@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 import redis
 from django.conf import settings
@@ -44,6 +46,25 @@ def real_engine(default_model_dir, tmp_path_factory):
     from inference import EngineConfig, load_engine
 
     return load_engine(EngineConfig(cache_dir=settings.CHAT_MODEL_CACHE, device="cpu"))
+
+
+@pytest.fixture
+def engine(tiny_engine):
+    """The tiny model behind a recording, pace-able engine (tests.chat_support.RecordingEngine)."""
+    from tests.chat_support import RecordingEngine
+
+    return RecordingEngine(tiny_engine)
+
+
+@pytest.fixture
+async def worker(engine, clean_redis):
+    """An inference worker running in the test's event loop, over the real Redis."""
+    from tests.chat_support import start_worker
+
+    worker, stop, task = await start_worker(engine)
+    yield worker
+    stop.set()
+    await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture

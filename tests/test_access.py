@@ -9,7 +9,7 @@ from django.test import Client
 
 from bench.stack import ROOT
 from chat.models import Conversation
-from tests.chat_support import connect, engine, send_turn, worker  # noqa: F401
+from tests.chat_support import connect, send_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

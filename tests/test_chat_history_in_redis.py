@@ -2,7 +2,7 @@
 import pytest
 
 from chat.live_state import ConversationHistory
-from tests.chat_support import connect, engine, new_guest, owner_key_of, send_turn, text_of, worker  # noqa: F401
+from tests.chat_support import connect, new_guest, owner_key_of, send_turn, text_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,7 +2,7 @@
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from tests.chat_support import ORIGIN, connect, engine, new_guest, send_turn, worker  # noqa: F401
+from tests.chat_support import ORIGIN, connect, new_guest, send_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,9 +5,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.models import Message
-from tests.chat_support import (  # noqa: F401
-    RecordingEngine, connect, engine, new_guest, receive_until, send_turn, start_worker, text_of, worker,
-)
+from tests.chat_support import RecordingEngine, connect, new_guest, receive_until, send_turn, start_worker, text_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

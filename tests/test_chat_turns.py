@@ -3,7 +3,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.models import Conversation, Message
-from tests.chat_support import connect, engine, new_guest, receive_until, send_turn, text_of, worker  # noqa: F401
+from tests.chat_support import connect, new_guest, receive_until, send_turn, text_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,7 +2,6 @@
 import asyncio
 import http.cookiejar
 import json
-import os
 import re
 import subprocess
 import sys
