@@ -3,10 +3,10 @@ from dataclasses import replace
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from . import packaged_model
+from .batching import BatchScheduler
 from .config import DEFAULT_MODEL, EngineConfig
 from .device import resolve_device, resolve_dtype
 from .errors import EngineError
-from .batching import BatchScheduler
 from .generation import ReplyStream
 from .prompt import build_prompt
 from .quantization import check_quantize, quantize_int8
