@@ -46,7 +46,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.group = None
             await self.send_json({"type": "error", "code": "unavailable",
                                   "detail": "the service's Redis is unavailable; reconnecting"})
-            await self.close(code=1013)  # "try again later"
+            await self.close(code=4503)  # service unavailable: try again later
             return
         self.watched = {}  # reply id -> its queue entry id until a worker reports on it, then None
         self.timings = {}  # reply id -> metrics.TurnTiming, for the turns this socket started

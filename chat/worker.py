@@ -255,13 +255,16 @@ def _still_generating(message_id):
 
 
 async def _forever(step):
-    """Keep a worker loop alive through Redis outages: log, wait, start it again."""
+    """Keep a worker loop alive through Redis outages (and any other surprise): log, wait, restart it.
+    A loop that died silently would leave a worker that announces itself but takes nothing."""
     while True:
         try:
             await step()
-        except (RedisError, OSError):
-            log.warning("Redis unavailable in %s; retrying in 1 s", step.__name__)
-            await asyncio.sleep(1)
+        except (RedisError, OSError) as exc:
+            log.warning("Redis unavailable in %s (%s); retrying in 1 s", step.__name__, type(exc).__name__)
+        except Exception:
+            log.exception("%s failed; restarting it in 1 s", step.__name__)
+        await asyncio.sleep(1)
 
 
 def _pump(stream, loop, queue):
