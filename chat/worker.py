@@ -57,6 +57,7 @@ class InferenceWorker:
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.layer = get_channel_layer()
         self.replies = {}  # message id -> (request, ReplyStream or None while the prompt is built)
+        self.streaming = set()  # message ids whose first piece has gone out
         self.started = time.time()
         self.finished = collections.Counter()  # finish reason -> replies, for /metrics
         self.tokens = 0
@@ -154,14 +155,24 @@ class InferenceWorker:
     async def _serve(self, entry_id, request):
         message_id = request["message"]
         try:
-            if await _still_generating(message_id):  # not already ended (stopped, or timed out)
-                await self.generate(request)
+            for attempt in range(3):
+                try:
+                    if await _still_generating(message_id):  # not already ended (stopped, or timed out)
+                        await self.generate(request)
+                    break
+                except RedisError:
+                    # Redis just restarted under us: start again if nothing was streamed yet
+                    if attempt == 2 or message_id in self.streaming:
+                        raise
+                    log.warning("Redis unavailable starting reply %s; trying again in 1 s", message_id)
+                    await asyncio.sleep(1)
         except Exception:  # a bug must not take the worker down with it
             log.exception("reply %s failed", message_id)
             await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR,
                                error_detail="the worker failed while generating this reply")
         finally:
             self.replies.pop(message_id, None)
+            self.streaming.discard(message_id)
             self.room.set()
             await request_queue.acknowledge(entry_id)
 
@@ -241,6 +252,7 @@ class InferenceWorker:
         )
 
     async def _send_piece(self, request, text, offset):
+        self.streaming.add(request["message"])
         await LiveReply(request["message"]).append(text, settings.CHAT_STALL_TIMEOUT)
         await self.layer.group_send(
             user_group(request["owner"]),

@@ -130,9 +130,6 @@ def test_a_locked_database_gives_an_error_and_leaves_nothing_half_written(tmp_pa
 
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server to start a Redis of its own")
-@pytest.mark.xfail(strict=False, reason="known issue: in about one run of three, right after Redis restarts, the "
-                   "worker does not take the next queued turn within 40 s (it ends by the request timeout, nothing is "
-                   "lost); passes otherwise. See the notes on issue 6.")
 def test_a_redis_restart_mid_session_loses_nothing(tmp_path, default_model_dir):
     port = free_port()
 
