@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from inference.sampling import InvalidParameters, SamplingParams
+from inference.sampling import InvalidParameters
 
 from . import metrics, turns
 from .dispatch import NO_WORKER, dispatch, follow, request_stop
@@ -89,19 +89,14 @@ def _messages(body):
 
 
 def _params(body, system):
-    from django.conf import settings
-
-    values = {"max_new_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
-              or settings.CHAT_MAX_NEW_TOKENS}
-    for name in ("temperature", "top_p", "seed"):
-        if body.get(name) is not None:
-            values[name] = body[name]
+    values = {name: body[name] for name in ("temperature", "top_p", "seed") if body.get(name) is not None}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens:
+        values["max_new_tokens"] = max_tokens
     try:
-        params = SamplingParams.from_dict(values, settings.CHAT_MAX_NEW_TOKENS_LIMIT).as_dict()
+        return turns.reply_params(values, system)
     except (InvalidParameters, TypeError) as exc:
         raise ApiError(400, str(exc)) from None
-    params["system"] = system if system is not None else settings.CHAT_DEFAULT_SYSTEM_PROMPT
-    return params
 
 
 async def _start(owner, messages, params, kind):

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from inference.sampling import InvalidParameters, SamplingParams
+from inference.sampling import InvalidParameters
 
 from . import metrics, turns
 from .dispatch import NO_WORKER, abandoned_detail, dispatch, keep_queued_alive, request_stop
@@ -247,10 +247,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                                 "conversation); wait for it or stop it first", conversation_id)
         retry_after = await take_rate_slot(self.owner.key, settings.CHAT_MESSAGES_PER_MINUTE)
         if retry_after:
-            error = ProtocolError("rate_limited", f"at most {settings.CHAT_MESSAGES_PER_MINUTE} messages per "
-                                  f"minute; try again in {retry_after} s", conversation_id)
-            error.extra = {"retry_after": retry_after}
-            raise error
+            raise ProtocolError("rate_limited", f"at most {settings.CHAT_MESSAGES_PER_MINUTE} messages per "
+                                f"minute; try again in {retry_after} s", conversation_id, retry_after=retry_after)
 
     async def _fail_abandoned(self, conversation_id=None):
         for reply_id in await _db(turns.generating_replies)(self.owner, conversation_id):
@@ -338,10 +336,7 @@ def _params_field(frame, conversation_id):
     if system is not None and (not isinstance(system, str) or len(system) > settings.CHAT_MAX_MESSAGE_CHARS):
         raise ProtocolError("bad_field", "'params.system' must be a string within the message size limit",
                             conversation_id)
-    raw.setdefault("max_new_tokens", settings.CHAT_MAX_NEW_TOKENS)
     try:
-        params = SamplingParams.from_dict(raw, settings.CHAT_MAX_NEW_TOKENS_LIMIT).as_dict()
+        return turns.reply_params(raw, system)
     except (InvalidParameters, TypeError) as exc:
         raise ProtocolError("bad_params", str(exc), conversation_id) from None
-    params["system"] = system if system is not None else settings.CHAT_DEFAULT_SYSTEM_PROMPT
-    return params

@@ -3,6 +3,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from inference.sampling import SamplingParams
+
 from .models import Conversation, Message
 
 TITLE_LENGTH = 60
@@ -11,16 +13,25 @@ TITLE_LENGTH = 60
 class ProtocolError(Exception):
     """A refused frame: becomes an `error` frame with this code and detail."""
 
-    def __init__(self, code, detail, conversation=None):
+    def __init__(self, code, detail, conversation=None, **extra):
         super().__init__(detail)
         self.code, self.detail, self.conversation = code, detail, conversation
-        self.extra = {}
+        self.extra = extra  # more fields for the frame, such as retry_after
 
     def frame(self):
         frame = {"type": "error", "code": self.code, "detail": self.detail, **self.extra}
         if self.conversation is not None:
             frame["conversation"] = self.conversation
         return frame
+
+
+def reply_params(values, system=None):
+    """Sampling parameters (configured defaults for what is missing) plus the system prompt, as
+    stored on a reply. Raises InvalidParameters (or TypeError) for values out of bounds or unknown."""
+    values = {"max_new_tokens": settings.CHAT_MAX_NEW_TOKENS, **values}
+    params = SamplingParams.from_dict(values, settings.CHAT_MAX_NEW_TOKENS_LIMIT).as_dict()
+    params["system"] = system if system is not None else settings.CHAT_DEFAULT_SYSTEM_PROMPT
+    return params
 
 
 def get_owned(owner, conversation_id):
