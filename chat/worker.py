@@ -135,8 +135,9 @@ class InferenceWorker:
     async def _adopt_orphans(self):
         """Serve the requests of workers that died; end the ones they had started as errors."""
         for entry_id, request in await request_queue.claim_from_dead_workers(self.id):
-            if await LiveReply(request["message"]).text():
-                await finish_reply(request["message"], content=await LiveReply(request["message"]).text(),
+            partial = await LiveReply(request["message"]).text()
+            if partial:
+                await finish_reply(request["message"], content=partial,
                                    finish_reason=Message.FinishReason.ERROR,
                                    error_detail="the worker generating this reply stopped; the text so far is kept")
                 await request_queue.acknowledge(entry_id)
