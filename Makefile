@@ -4,13 +4,19 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test setup redis model db browser clean
+.PHONY: run test test-repeat setup redis model db browser clean
 
 run: setup redis
 	honcho start
 
 test: setup redis browser
 	python -m pytest $(PYTEST_ARGS)
+
+# Flake hunting: the whole-stack and browser tests N times over (rounds of the whole set, one after
+# another); pytest's summary names every test that failed, with its round ([round-N]).
+N ?= 5
+test-repeat: setup redis browser
+	python -m pytest -m "slow or browser" --count $(N) --repeat-scope session $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed model db
 

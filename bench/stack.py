@@ -41,7 +41,8 @@ class Stack:
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "CHAT_PORT": str(self.port),
             "DATABASE_URL": f"sqlite:///{self.db_path}",
-            "REDIS_URL": f"redis://127.0.0.1:6379/{redis_db}",
+            # The suite runs its own Redis server (tests/test_environment.py); the benchmarks use the local one.
+            "REDIS_URL": f"{os.environ.get('CHAT_TEST_REDIS', 'redis://127.0.0.1:6379')}/{redis_db}",
             "PYTHONUNBUFFERED": "1",
             **{k: str(v) for k, v in env.items()},
         }

@@ -62,6 +62,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- frames from the client --------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
+        if getattr(self, "group", None) is None:  # connect() refused this socket and closed it
+            return
         try:
             if text_data is None:
                 raise ProtocolError("bad_frame", "binary frames are not supported; send JSON text")

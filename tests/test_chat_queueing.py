@@ -15,11 +15,12 @@ async def test_users_beyond_the_batch_see_their_place_in_line_and_are_served_in_
     engine = RecordingEngine(tiny_engine, token_delay=0.1, config=EngineConfig(max_batch_size=1))
     worker, stop, task = await start_worker(engine)
     sockets = [await connect(await new_guest()) for _ in range(3)]
-    for n, socket in enumerate(sockets):
+    accepted = []
+    for n, socket in enumerate(sockets):  # one after another: each is queued once the previous is
         await socket.send_json_to({"type": "send", "conversation": None, "content": f"user {n}",
                                    "params": {"max_new_tokens": 30, "temperature": 0}})
-        await asyncio.sleep(0.05)
-    frames = [await receive_until(socket, "done", timeout=30) for socket in sockets]
+        accepted.append(await receive_until(socket, "ack"))
+    frames = [before + await receive_until(socket, "done", timeout=30) for before, socket in zip(accepted, sockets)]
     queued = [[f["position"] for f in user_frames if f["type"] == "queued"] for user_frames in frames]
     assert queued[0] == []
     assert queued[1] and queued[1][0] == 1

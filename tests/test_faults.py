@@ -40,6 +40,15 @@ def guest_cookie(stack):
     return next(c.split(";")[0].split("=", 1)[1] for c in cookies if c.startswith("sessionid="))
 
 
+def answers(port):
+    import redis as redis_lib
+
+    try:
+        return redis_lib.Redis(port=port, socket_connect_timeout=0.5).ping()
+    except redis_lib.RedisError:
+        return False
+
+
 def rows(stack, sql, *args):
     with sqlite3.connect(stack.db_path) as db:
         return db.execute(sql, args).fetchall()
@@ -134,11 +143,15 @@ def test_a_redis_restart_mid_session_loses_nothing(tmp_path, default_model_dir):
     port = free_port()
 
     def start_redis():
-        return subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not answers(port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        return server
 
     redis_server = start_redis()
-    time.sleep(0.5)
     stack = Stack(tmp_path, CHAT_WORKER_HEARTBEAT=1, CHAT_FRAME_TIMEOUT=8)
     stack.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     try:

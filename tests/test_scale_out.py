@@ -51,8 +51,10 @@ def test_two_webs_and_two_workers_share_the_work_and_lose_nothing_when_a_worker_
     async def drive():
         urls = [(cluster.ws_url, cluster.base_url), (cluster.second_ws_url, cluster.second_base_url)]
         tasks = [asyncio.create_task(one_turn(*urls[n % 2], f"request {n}")) for n in range(12)]
-        await asyncio.sleep(1.5)
-        cluster.kill("worker2", signal.SIGKILL)  # mid-run: some replies streaming there, some still queued
+        while "turn taken" not in cluster.log("worker2"):  # mid-run: replies streaming there, others queued
+            assert not all(task.done() for task in tasks), "every turn ended before the second worker took one"
+            await asyncio.sleep(0.05)
+        cluster.kill("worker2", signal.SIGKILL)
         return await asyncio.gather(*tasks)
 
     results = asyncio.run(drive())

@@ -56,6 +56,9 @@ def test_it_can_be_cancelled_from_another_thread(tiny_engine):
 
 
 def test_it_accepts_params_as_a_dict_and_validates_them(tiny_engine):
-    assert tiny_engine.stream_reply(user("x"), {"max_new_tokens": 2}).text() is not None
+    stream = tiny_engine.stream_reply(user("x"), {"max_new_tokens": 2, "temperature": 0})
+    text = stream.text()
+    assert (stream.completion_tokens, stream.finish_reason) == (2, "length")
+    assert text == tiny_engine.tokenizer.decode(stream.token_ids) and len(stream.token_ids) == 2
     with pytest.raises(EngineError, match="top_p"):
         tiny_engine.stream_reply(user("x"), {"top_p": 7})

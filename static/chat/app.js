@@ -706,8 +706,11 @@ function submitComposer() {
     return;
   }
   if (state.pending || !requireConnection()) return;
+  if (!send({ type: "send", conversation: state.current, content, params: params() })) {
+    requireConnection(); // the socket closed just now: say so, and keep the text
+    return;
+  }
   state.pending = { kind: "send", content, conversation: state.current };
-  send({ type: "send", conversation: state.current, content, params: params() });
   els.input.value = "";
   autosize();
   updateComposer();
@@ -1083,16 +1086,18 @@ els.settingsTemperature.addEventListener("input", () => {
 });
 els.settingsReset.addEventListener("click", () => fillSettingsForm(DEFAULTS));
 $("settings-cancel").addEventListener("click", () => els.settingsDialog.close("cancel"));
+// Saved in the form's submit (Save, or Enter in a field), which runs before the dialog closes:
+// the dialog's "close" event comes a task later, so anything reading the settings right after
+// the dialog disappears would race a save made there.
+els.settingsForm.addEventListener("submit", () => {
+  state.settings = saveSettings({
+    system: els.settingsSystem.value,
+    temperature: Number(els.settingsTemperature.value),
+    max_new_tokens: Number(els.settingsMaxTokens.value),
+  });
+  announce("Settings saved");
+});
 els.settingsDialog.addEventListener("close", () => {
-  if (els.settingsDialog.returnValue === "save") {
-    state.settings = saveSettings({
-      system: els.settingsSystem.value,
-      temperature: Number(els.settingsTemperature.value),
-      max_new_tokens: Number(els.settingsMaxTokens.value),
-    });
-    announce("Settings saved");
-  }
-  els.settingsDialog.returnValue = "";
   els.settingsOpen.focus();
 });
 window.addEventListener("storage", (event) => {

@@ -32,12 +32,19 @@ def browser():
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium); "
                     "`playwright install` is not used")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    # Playwright's sync API keeps an event loop running in the main thread while it is open, and
+    # Django then refuses every ORM call of the test process (such as the test database's
+    # teardown). Only here, where no consumer runs in this process, is that check switched off.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                yield browser
+            finally:
+                browser.close()
+    finally:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
 @pytest.fixture(scope="session")
@@ -111,9 +118,20 @@ class ChatPage:
         return self.assistants().last
 
     def send(self, text):
-        self.page.wait_for_function("() => !document.getElementById('send-button').disabled", timeout=30_000)
+        """Type and send a message; returns once the page has put the `send` frame on its socket."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        self.page.wait_for_function(
+            "() => window.chatApp.socket.isOpen && !document.getElementById('send-button').disabled", timeout=30_000)
         self.input.fill(text)
         self.input.press("Enter")
+        # The page clears the box only when the frame went out; a refusal keeps the text and says why.
+        try:
+            self.page.wait_for_function("() => document.getElementById('composer-input').value === ''",
+                                        timeout=10_000)
+        except PlaywrightTimeout:
+            notices = self.page.locator("#notices").all_inner_texts()
+            raise AssertionError(f"the page did not send {text!r}; its notices: {notices}") from None
 
     def reply_state(self):
         """[(id, state, raw text)] of the assistant messages shown, from the page's own model."""

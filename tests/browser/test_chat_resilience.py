@@ -2,7 +2,6 @@
 
 These tests stop and restart processes of the shared live stack, and leave it healthy again.
 """
-import time
 
 import pytest
 
@@ -27,7 +26,9 @@ def test_reconnects_after_the_web_server_restarts_mid_reply(chat, live_stack):
         "() => /Connection lost|Reconnecting/.test(document.getElementById('connection-status').textContent)",
         timeout=15_000)
     assert page.locator("#connection-status").get_attribute("role") == "status"
-    time.sleep(1.5)  # the page keeps retrying, with backoff, while the server is away
+    # The page keeps retrying, with backoff, while the server is away: let it fail twice more.
+    attempts = page.evaluate("() => window.chatApp.socket.attempt")
+    page.wait_for_function("(n) => window.chatApp.socket.attempt >= n + 2", arg=attempts, timeout=15_000)
     live_stack.start("web")
     wait_until(lambda: live_stack.health() == 200, timeout=120, message="web back up")
 

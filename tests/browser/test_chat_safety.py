@@ -16,7 +16,10 @@ HOSTILE = (
 
 
 def assert_nothing_ran(page):
-    page.wait_for_timeout(1000)  # give any injected handler its chance to fire
+    # Give any injected handler its chance to fire: an injected image would have been fetched (and
+    # failed) once the network is idle, and anything run on insertion has run by the next frames.
+    page.wait_for_load_state("networkidle")
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
     assert page.evaluate("() => typeof window.__pwned") == "undefined"
     messages = page.locator("#messages")
     assert messages.locator(".msg-body").locator("script, img, iframe, object, embed, style, form").count() == 0

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,8 +32,8 @@ def test_settings_panel_is_saved_and_sent_as_params(chat_session):
     temperature.fill("0")
     assert dialog.locator("output").inner_text() == "0.00"
     dialog.get_by_label("Max tokens").fill("9")
-    dialog.get_by_label("Max tokens").press("Enter")  # Enter in a field saves
-    assert not dialog.is_visible()
+    dialog.get_by_label("Max tokens").press("Enter")  # Enter in a field saves, before the dialog closes
+    expect(dialog).to_be_hidden()
     saved = json.loads(page.evaluate("() => localStorage.getItem('chat.settings')"))
     assert saved == {"system": "Answer in one short sentence.", "temperature": 0, "max_new_tokens": 9}
 
@@ -41,11 +42,11 @@ def test_settings_panel_is_saved_and_sent_as_params(chat_session):
     assert dialog.get_by_label("Max tokens").input_value() == "9"
     dialog.get_by_label("Max tokens").fill("77")
     page.keyboard.press("Escape")
-    assert not dialog.is_visible()
+    expect(dialog).to_be_hidden()
     page.get_by_role("button", name="Settings").click()
     dialog.get_by_label("Max tokens").fill("78")
     dialog.get_by_role("button", name="Cancel").click()
-    assert not dialog.is_visible()
+    expect(dialog).to_be_hidden()
     assert json.loads(page.evaluate("() => localStorage.getItem('chat.settings')"))["max_new_tokens"] == 9
 
     # The settings survive a reload and go out with the next turn.
@@ -125,7 +126,7 @@ def test_narrow_layout_collapses_the_sidebar(chat_session, artifacts):
     page.wait_for_function("() => getComputedStyle(document.getElementById('sidebar')).visibility === 'visible'")
     assert sidebar.is_visible()
     assert page.get_by_role("button", name="Hide conversations").get_attribute("aria-expanded") == "true"
-    page.wait_for_timeout(300)  # the slide-in transition
+    page.wait_for_function("() => document.getElementById('sidebar').getAnimations().length === 0")  # slid in
     page.screenshot(path=str(artifacts / "chat-page-375-sidebar.png"))
     assert page.get_by_role("button", name="Close conversations").is_visible()
     assert page.evaluate("() => document.activeElement.id") == "new-chat"  # focus moved into the panel
