@@ -29,6 +29,7 @@ WATCHDOG_INTERVAL = 1.0
 JOIN_TIMEOUT = 5.0
 REJOIN_EVERY = 30  # watchdog rounds between re-joining the user's group (survives a Redis restart)
 MAX_TITLE_CHARS = 200
+MAX_ID = 2**63 - 1  # the database's bigint: a larger id cannot exist, and would overflow the query
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -182,12 +183,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_rate(self, frame):
         message_id = _id_field(frame, "message")
-        rating, comment = frame.get("rating"), frame.get("comment", "")
+        rating, comment = frame.get("rating"), frame.get("comment")  # no comment: the stored one stays
         if rating not in (1, -1, None) or isinstance(rating, bool):
             raise ProtocolError("bad_field", "'rating' must be 1, -1 or null")
-        if not isinstance(comment, str) or len(comment) > settings.CHAT_MAX_MESSAGE_CHARS:
+        if comment is not None and (not isinstance(comment, str) or len(comment) > settings.CHAT_MAX_MESSAGE_CHARS):
             raise ProtocolError("bad_field", "'comment' must be a string within the message size limit")
-        conversation_id = await _db(turns.rate)(self.owner, message_id, rating, comment)
+        conversation_id, comment = await _db(turns.rate)(self.owner, message_id, rating, comment)
         await self.channel_layer.group_send(self.group, {
             "type": "chat.rated", "conversation": conversation_id, "message": message_id,
             "rating": rating, "comment": comment,
@@ -308,7 +309,7 @@ def _id_field(frame, name, conversation_id=None, required=True):
     value = frame.get(name)
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
         raise ProtocolError("bad_field", f"'{name}' must be a positive integer id", conversation_id)
     return value
 

@@ -124,15 +124,18 @@ def active_messages(owner, conversation_id):
 
 
 def rate(owner, message_id, rating, comment):
-    """Store a user's rating of one of their assistant replies; returns its conversation id."""
+    """Store a user's rating (and comment, unless it is None) of one of their assistant replies;
+    returns its conversation id and the comment now stored."""
     message = Message.objects.filter(
         pk=message_id, role=Message.Role.ASSISTANT, conversation__in=Conversation.objects.owned_by(owner)
     ).first()
     if message is None:
         raise ProtocolError("not_found", "no such reply")
-    message.rating, message.feedback = rating, comment
+    message.rating = rating
+    if comment is not None:
+        message.feedback = comment
     message.save(update_fields=["rating", "feedback"])
-    return message.conversation_id
+    return message.conversation_id, message.feedback
 
 
 def conversation_of(message_id):

@@ -23,7 +23,11 @@ async def _health():
         return False, {"status": "unavailable", "detail": f"Redis unreachable: {exc}", "workers": []}
     if not workers:
         return False, {"status": "starting", "detail": "no inference worker is ready", "workers": []}
-    return True, {"status": "ok", "model": workers[0]["model"], "workers": workers}
+    ready = [w for w in workers if w.get("ready", True)]
+    if not ready:  # alive but unable to generate (its engine is restarting) never looks healthy
+        return False, {"status": "unhealthy", "detail": "no inference worker can generate now; "
+                       "their engines are restarting", "workers": workers}
+    return True, {"status": "ok", "model": ready[0]["model"], "workers": workers}
 
 
 @never_cache

@@ -100,11 +100,13 @@ class InferenceWorker:
             "waiting": sum(1 for s in streams if s.queue_position),
             "replies": dict(self.finished),
             "tokens": self.tokens,
+            "ready": self.engine.scheduler.healthy(),  # /healthz counts only ready workers
         }
 
     async def _heartbeat(self):
         interval = settings.CHAT_WORKER_HEARTBEAT
         while True:
+            await self._restart_engine_if_dead()
             await announce_worker(self.id, self.info(), ttl=interval * 3)
             # Re-joining is idempotent; it restores membership after a Redis restart or expiry.
             await self.layer.group_add(WORKERS_GROUP, self.control_channel)
@@ -115,10 +117,26 @@ class InferenceWorker:
                     await self._tell_queued(request, stream.queue_position)
             await asyncio.sleep(interval)
 
+    async def _restart_engine_if_dead(self):
+        """A dead engine thread is announced at once (not ready: /healthz 503), then restarted
+        after a backoff that grows while it keeps dying (1 s, 2 s, ... at most 60 s)."""
+        if self.engine.scheduler.healthy():
+            return
+        now = time.monotonic()
+        self.engine_deaths = [t for t in getattr(self, "engine_deaths", []) if now - t < 600] + [now]
+        delay = min(60, 2 ** (len(self.engine_deaths) - 1))
+        log.error("the engine's scheduler thread died; restarting it in %s s", delay)
+        await announce_worker(self.id, self.info(), ttl=delay + settings.CHAT_WORKER_HEARTBEAT * 3)
+        await asyncio.sleep(delay)
+        self.engine.scheduler.restart()
+        self.room.set()
+
     async def _take_requests(self):
         """Take requests while the batch has room; the rest wait in the shared queue, in order."""
         while True:
             free = self.engine.config.max_batch_size - len(self.replies)
+            if not self.engine.scheduler.healthy():  # nothing is taken until the engine is back
+                free = 0
             if free <= 0:
                 self.room.clear()
                 await self.room.wait()
@@ -167,9 +185,10 @@ class InferenceWorker:
                         raise
                     log.warning("Redis unavailable starting reply %s; trying again in 1 s", message_id)
                     await asyncio.sleep(1)
-        except Exception:  # a bug must not take the worker down with it
+        except Exception:  # a bug must not take the worker down with it; what was streamed is kept
             log.exception("reply %s failed", message_id)
-            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR,
+            await finish_reply(message_id, content=await _streamed_text(message_id),
+                               finish_reason=Message.FinishReason.ERROR,
                                error_detail="the worker failed while generating this reply")
         finally:
             self.replies.pop(message_id, None)
@@ -211,7 +230,7 @@ class InferenceWorker:
             await self._tell_queued(request, stream.queue_position)
         threading.Thread(target=_pump, args=(stream, loop, pieces), daemon=True).start()
 
-        text, pending, first_token_at = [], [], None
+        text, pending, first_token_at, failure = [], [], None, None
         flush_at = 0.0
         while True:
             timeout = max(0.0, flush_at - time.monotonic()) if pending else None
@@ -219,8 +238,8 @@ class InferenceWorker:
                 item = await asyncio.wait_for(pieces.get(), timeout)
             except TimeoutError:
                 item = None
-            if isinstance(item, BaseException):
-                raise item
+            if isinstance(item, BaseException):  # the engine failed this reply: keep what it said
+                failure, item = item, _END
             if isinstance(item, str):
                 if first_token_at is None:
                     first_token_at = time.monotonic()
@@ -234,6 +253,15 @@ class InferenceWorker:
             if item is _END:
                 break
         ended = time.monotonic()
+        if failure is not None:
+            log.error("reply %s failed: %s", message_id, failure, extra={"turn": request.get("turn"),
+                                                                        "reply": message_id, "worker": self.id})
+            self.finished[Message.FinishReason.ERROR] += 1
+            await finish_reply(message_id, content="".join(text), finish_reason=Message.FinishReason.ERROR,
+                               error_detail=f"{failure}; the text so far is kept" if text else str(failure),
+                               prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens,
+                               model_name=self.engine.name)
+            return
         self.finished[stream.finish_reason] += 1
         self.tokens += stream.completion_tokens
         log.info("turn finished reply=%s worker=%s finish_reason=%s tokens=%s", message_id, self.id,
@@ -260,6 +288,13 @@ class InferenceWorker:
             {"type": "chat.token", "conversation": request["conversation"],
              "message": request["message"], "text": text, "offset": offset},
         )
+
+
+async def _streamed_text(message_id):
+    try:
+        return await LiveReply(message_id).text()
+    except RedisError:
+        return ""
 
 
 @database_sync_to_async

@@ -61,15 +61,38 @@ class BatchScheduler:
         if reserved > self.max_cache_tokens:
             raise EngineError(f"this reply needs {reserved} tokens of KV cache; the budget is {self.max_cache_tokens}")
         with self._wake:
+            if self._closed:
+                raise EngineError("the engine is shut down")
+            if not self.healthy():
+                raise EngineError("the engine failed and is restarting; try again in a moment")
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
-                self._thread.start()
+                self._start_thread()
                 # stop the thread before the interpreter tears torch down under it (else: abort at exit)
                 atexit.register(self.close)
             self.waiting.append(stream)
             self._update_positions()
             self._wake.notify()
         return stream
+
+    def healthy(self):
+        """False once the scheduler thread has died (until restart()); True before it first starts."""
+        return self._thread is None or self._thread.is_alive() or self._closed
+
+    def restart(self):
+        """Start a new scheduler thread after the old one died. Replies that were generating end
+        as errors (their text so far is theirs); those still waiting are served by the new thread."""
+        with self._wake:
+            if self.healthy():
+                return False
+            self._fail_all(EngineError("the engine failed and was restarted; this reply was lost"))
+            self._start_thread()
+            self._update_positions()
+        log.warning("scheduler thread restarted")
+        return True
+
+    def _start_thread(self):
+        self._thread = threading.Thread(target=self._run, name="batch-scheduler", daemon=True)
+        self._thread.start()
 
     def close(self):
         with self._wake:
@@ -84,6 +107,17 @@ class BatchScheduler:
 
     # --- the scheduler thread ---
     def _run(self):
+        try:
+            self._loop()
+        except BaseException:
+            # Only a bug gets here (every reply's failure is caught below). The thread ends and
+            # healthy() says so; the owner (the worker) calls restart().
+            log.critical("the scheduler thread died", exc_info=True)
+            with self._wake:
+                self._fail_all(EngineError("the engine failed; this reply was stopped"))
+            raise
+
+    def _loop(self):
         while True:
             with self._wake:
                 while not self._closed and not (self.waiting or self.prefilling or self.active):
@@ -103,20 +137,30 @@ class BatchScheduler:
         for slot in [s for s in self.prefilling + self.active if s.stream.cancelled]:
             self._finish(slot, "cancelled")
         if self.prefilling:
-            self._prefill_chunk(self.prefilling[0])
+            slot = self.prefilling[0]
+            try:
+                self._prefill_chunk(slot)
+            except Exception as exc:  # one prompt's prefill runs alone: only its reply fails
+                log.exception("prefill failed")
+                self._fail(slot, exc)
         if self.active:
             self._decode_step()
 
     def _admit(self):
-        admitted = self._admissible()
-        for _ in range(admitted):
+        for _ in range(self._admissible()):
             stream = self.waiting.popleft()
             stream.queue_position = 0
-            generator = None
-            if stream.params.seed is not None:
-                generator = torch.Generator(device=self.device).manual_seed(stream.params.seed)
-            self.prefilling.append(_Slot(stream, IncrementalDetokenizer(self.tokenizer), generator,
-                                         _reservation(stream), cache=DynamicCache()))
+            try:
+                generator = None
+                if stream.params.seed is not None:
+                    generator = torch.Generator(device=self.device).manual_seed(stream.params.seed)
+                slot = _Slot(stream, IncrementalDetokenizer(self.tokenizer), generator, _reservation(stream),
+                             cache=DynamicCache())
+            except Exception as exc:  # this reply cannot start; the others can
+                log.exception("admitting a reply failed")
+                stream._put(EngineError(f"the reply could not start: {exc}"))
+                continue
+            self.prefilling.append(slot)
         self._update_positions()
 
     def _admissible(self):
@@ -167,7 +211,12 @@ class BatchScheduler:
         finished = []
         for row, slot in enumerate(self.active):
             slot.length += 1
-            if not self._accept(slot, logits[row: row + 1]):
+            try:
+                if not self._accept(slot, logits[row: row + 1]):
+                    finished.append(slot)
+            except Exception as exc:  # sampling or detokenizing this row failed: only this reply ends
+                log.exception("reply failed in decode")
+                slot.stream._put(EngineError(f"generation failed: {exc}"))
                 finished.append(slot)
         self._leave_batch(finished)
 
@@ -201,6 +250,13 @@ class BatchScheduler:
         else:
             self._leave_batch([slot])
         self._end(slot, reason)
+
+    def _fail(self, slot, exc):
+        if slot in self.prefilling:
+            self.prefilling.remove(slot)
+        elif slot in self.active:
+            self._leave_batch([slot])
+        slot.stream._put(exc if isinstance(exc, EngineError) else EngineError(f"generation failed: {exc}"))
 
     def _join_batch(self, slot):
         new_keys = [(layer.keys, layer.values) for layer in slot.cache.layers]

@@ -5,17 +5,25 @@ import threading
 import torch
 
 from .errors import EngineError
+from .sampling import is_greedy
 
 
 def sample(logits, params, generator=None):
-    """Pick the next token id from one row of logits (shape [1, vocab])."""
-    if params.temperature == 0:
-        return int(logits.argmax(dim=-1))
+    """Pick the next token id from one row of logits (shape [1, vocab]).
+    Raises EngineError when the model produced no usable numbers (NaN or infinite logits)."""
+    if is_greedy(params):
+        token = int(logits.argmax(dim=-1))
+        if not bool(torch.isfinite(logits[0, token])):
+            raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
+        return token
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
     if params.top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # keep the smallest set whose mass reaches top_p (always at least the top token)
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= params.top_p
+        outside[..., 0] = False  # a top_p below float32's smallest number would otherwise drop them all
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return int(torch.multinomial(probs, 1, generator=generator))

@@ -7,9 +7,20 @@ class InvalidParameters(EngineError):
     pass
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator takes a signed 64-bit seed
+# Below this temperature logits / temperature overflows to inf (and softmax to NaN), and the
+# distribution is a point mass anyway: such temperatures decode greedily.
+GREEDY_BELOW_TEMPERATURE = 1e-3
+
+
+def is_greedy(params):
+    return params.temperature < GREEDY_BELOW_TEMPERATURE
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-reply sampling settings. temperature 0 means greedy decoding."""
+    """Per-reply sampling settings. temperature 0 (or below GREEDY_BELOW_TEMPERATURE) means greedy
+    decoding; seed, when given, is in 0..2**63-1."""
 
     temperature: float = 0.7
     top_p: float = 0.95
@@ -39,6 +50,8 @@ class SamplingParams:
             raise InvalidParameters(f"max_new_tokens must be between 1 and {max_new_tokens_limit}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise InvalidParameters("seed must be an integer")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise InvalidParameters(f"seed must be between 0 and {MAX_SEED}")
 
 
 def _check_number(name, value, low, high, low_inclusive=True):

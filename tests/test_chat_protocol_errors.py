@@ -32,6 +32,13 @@ BAD_FRAMES = [
     ('{"type": "rename", "conversation": 1, "title": ""}', "bad_field"),
     ('{"type": "rate", "message": 1, "rating": 5}', "bad_field"),
     ('{"type": "history", "conversation": 999999}', "not_found"),
+    # Integers beyond the database's 64-bit ids, and a seed beyond torch's, at the edges of their types.
+    ('{"type": "history", "conversation": 18446744073709551616}', "bad_field"),
+    ('{"type": "history", "conversation": 9223372036854775808}', "bad_field"),
+    ('{"type": "rate", "message": 9223372036854775808, "rating": 1}', "bad_field"),
+    ('{"type": "send", "conversation": null, "content": "hi", "params": {"seed": 18446744073709551616}}',
+     "bad_params"),
+    ('{"type": "send", "conversation": null, "content": "hi", "params": {"seed": -1}}', "bad_params"),
 ]
 
 

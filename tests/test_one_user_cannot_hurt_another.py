@@ -1,0 +1,75 @@
+"""No frame from one user stops another's reply: values at the edges of their types, and a dead engine thread."""
+import asyncio
+import time
+
+import pytest
+from django.test import AsyncClient
+
+from tests.chat_support import connect, new_guest, receive_until, send_turn
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class KilledThread(BaseException):
+    """Not an Exception: nothing in the scheduler's loop catches it, so its thread dies."""
+
+
+async def wait_for_health(status, timeout=15):
+    client, deadline = AsyncClient(), time.monotonic() + timeout
+    while (response := await client.get("/healthz")).status_code != status:
+        assert time.monotonic() < deadline, f"/healthz stayed {response.status_code}: {response.json()}"
+        await asyncio.sleep(0.05)
+    return response.json()
+
+
+async def test_edge_of_type_frames_leave_another_users_reply_streaming_and_the_worker_serving(worker, engine):
+    engine.model.delay = 0.02
+    alice, mallory = await connect(await new_guest()), await connect(await new_guest())
+    await alice.send_json_to({"type": "send", "conversation": None, "content": "Tell me a long story",
+                              "params": {"max_new_tokens": 60, "temperature": 0}})
+    await receive_until(alice, "token")  # alice's reply is streaming
+
+    await mallory.send_json_to({"type": "send", "conversation": None, "content": "Say hi.",
+                                "params": {"seed": 18446744073709551616}})
+    refused = await receive_until(mallory, "error")
+    assert refused[-1]["code"] == "bad_params" and "seed" in refused[-1]["detail"]
+    vanishing = await send_turn(mallory, "Say hi.", temperature=1e-300, max_new_tokens=6)
+    assert vanishing[-1]["finish_reason"] in ("stop", "length")
+    huge_id = await send_turn_raw(mallory, {"type": "history", "conversation": 2**64})
+    assert huge_id["code"] == "bad_field"
+
+    alice_done = (await receive_until(alice, "done"))[-1]
+    assert alice_done["finish_reason"] == "length" and alice_done["usage"]["completion_tokens"] == 60
+    fresh = await send_turn(alice, "And another?", conversation=alice_done["conversation"])
+    assert fresh[-1]["finish_reason"] == "length"
+    assert worker.engine.scheduler.healthy()
+    await alice.disconnect()
+    await mallory.disconnect()
+
+
+async def send_turn_raw(socket, frame):
+    await socket.send_json_to(frame)
+    return await socket.receive_json_from(timeout=10)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_a_killed_engine_thread_turns_healthz_503_and_the_worker_restarts_it(worker, engine, monkeypatch):
+    socket = await connect(await new_guest())
+    first = await send_turn(socket, "Hello")
+    assert first[-1]["finish_reason"] == "length"
+    assert (await wait_for_health(200))["status"] == "ok"
+
+    def killed(*_):
+        raise KilledThread()
+
+    monkeypatch.setattr(engine.scheduler, "_round", killed)
+    victim = await send_turn(socket, "This one dies with the thread", conversation=first[-1]["conversation"])
+    assert victim[-1]["finish_reason"] == "error" and "engine failed" in victim[-1]["detail"]
+    body = await wait_for_health(503)  # alive but unable to generate: not healthy
+    assert body["status"] == "unhealthy" and body["workers"][0]["ready"] is False
+    monkeypatch.undo()
+
+    assert (await wait_for_health(200, timeout=30))["workers"][0]["ready"] is True  # restarted after its backoff
+    after = await send_turn(socket, "And now?", conversation=first[-1]["conversation"])
+    assert after[-1]["finish_reason"] == "length"
+    await socket.disconnect()
