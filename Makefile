@@ -6,8 +6,9 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: run test test-repeat setup redis model db browser clean
 
+# supervisord runs the Procfile's processes and restarts one that dies (supervisord.conf).
 run: setup redis
-	honcho start
+	supervisord -c supervisord.conf
 
 test: setup redis browser
 	python -m pytest $(PYTEST_ARGS)

@@ -3,10 +3,12 @@
 Served by the same workers through the same queue as the WebSocket, and stored as
 conversations like any other, so reviewers see them in the admin.
 """
+import asyncio
 import json
 import time
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -14,12 +16,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from inference.sampling import InvalidParameters
 
-from . import metrics, turns
+from . import admission, metrics, turns
 from .dispatch import NO_WORKER, dispatch, follow, request_stop
 from .live_state import live_workers
-from .models import ApiKey, Owner, guest_key
+from .models import ApiKey, Owner
+from .turns import ProtocolError
 
 ROLES = {"system", "user", "assistant"}
+MAX_MESSAGES = 500  # per request: the prompt keeps the newest that fit the context window anyway
 
 
 class ApiError(Exception):
@@ -27,10 +31,15 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
 
+    retry_after = None
+
     def response(self):
         metrics.ERRORS.labels(self.code or self.kind).inc()
-        return JsonResponse({"error": {"message": self.message, "type": self.kind, "code": self.code}},
-                            status=self.status)
+        response = JsonResponse({"error": {"message": self.message, "type": self.kind, "code": self.code}},
+                                status=self.status)
+        if self.retry_after:
+            response["Retry-After"] = str(self.retry_after)
+        return response
 
 
 def _api_key_owner(request):
@@ -45,18 +54,43 @@ def _api_key_owner(request):
 
 
 @sync_to_async
-def _owner(request, guests_allowed):
+def _signed_in_owner(request, guests_allowed):
+    """The owner named by an API key, or the signed-in user; None for a guest (if guests may)."""
     owner = _api_key_owner(request)
-    if owner is None:
-        from django.conf import settings
+    if owner is not None:
+        return owner
+    if not (guests_allowed and settings.CHAT_ALLOW_GUESTS):
+        raise ApiError(401, "send an API key: Authorization: Bearer <key> (staff create keys in the admin)",
+                       code="invalid_api_key")
+    if request.user.is_authenticated:
+        return Owner(user_id=request.user.pk)
+    return None
 
-        if not (guests_allowed and settings.CHAT_ALLOW_GUESTS):
-            raise ApiError(401, "send an API key: Authorization: Bearer <key> (staff create keys in the admin)",
-                           code="invalid_api_key")
-        if request.user.is_authenticated:
-            return Owner(user_id=request.user.pk)
-        return Owner(guest_key=guest_key(request.session))
+
+async def _owner(request, guests_allowed):
+    owner = await _signed_in_owner(request, guests_allowed)
+    if owner is None:
+        try:
+            owner = Owner(guest_key=await admission.admit_guest(request.session, _address(request)))
+        except ProtocolError as exc:
+            raise _refusal(exc) from None
     return owner
+
+
+def _address(request):
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+# What each refusal of chat.admission is over HTTP.
+REFUSAL_STATUS = {"busy": 429, "rate_limited": 429, "too_many_guests": 429, "too_many_conversations": 403,
+                  "overloaded": 503, "not_found": 404}
+
+
+def _refusal(exc):
+    error = ApiError(REFUSAL_STATUS.get(exc.code, 400), exc.detail,
+                     kind="server_error" if exc.code == "overloaded" else "invalid_request_error", code=exc.code)
+    error.retry_after = exc.extra.get("retry_after")
+    return error
 
 
 def _json_body(request):
@@ -73,6 +107,8 @@ def _messages(body):
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "'messages' must be a non-empty list")
+    if len(raw) > MAX_MESSAGES:
+        raise ApiError(400, f"at most {MAX_MESSAGES} messages per request", code="too_large")
     messages = []
     for item in raw:
         if not isinstance(item, dict) or item.get("role") not in ROLES:
@@ -82,6 +118,9 @@ def _messages(body):
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
         if not isinstance(content, str):
             raise ApiError(400, "each message needs text content")
+        if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise ApiError(400, f"a message has {len(content)} characters; the limit is "
+                           f"{settings.CHAT_MAX_MESSAGE_CHARS} (CHAT_MAX_MESSAGE_CHARS)", code="too_large")
         messages.append({"role": item["role"], "content": content})
     if messages[-1]["role"] != "user":
         raise ApiError(400, "the last message must be from the user")
@@ -99,9 +138,13 @@ def _params(body, system):
         raise ApiError(400, str(exc)) from None
 
 
-async def _start(owner, messages, params, kind):
-    """Store the conversation and queue its reply; returns (conversation, reply, entry id)."""
-    conversation, reply = await sync_to_async(turns.start_api_turn)(owner, messages, params)
+async def _start(request, owner, messages, params, kind):
+    """Admit and store the conversation, and queue its reply; returns (conversation, reply, entry id)."""
+    try:
+        conversation, reply = await admission.admit_turn(owner, _address(request), None, turns.start_api_turn,
+                                                         messages, params)
+    except ProtocolError as exc:
+        raise _refusal(exc) from None
     metrics.TURNS.labels(kind).inc()
     entry_id = await dispatch(owner.key, conversation.pk, reply, [m for m in messages if m["role"] != "system"])
     if entry_id is None:
@@ -111,11 +154,15 @@ async def _start(owner, messages, params, kind):
 
 async def _collect(owner, reply, entry_id):
     text, done = [], None
-    async for event in follow(owner.key, reply.pk, entry_id):
-        if event["type"] == "chat.token":
-            text.append(event["text"])
-        elif event["type"] == "chat.done":
-            done = event
+    try:
+        async for event in follow(owner.key, reply.pk, entry_id):
+            if event["type"] == "chat.token":
+                text.append(event["text"])
+            elif event["type"] == "chat.done":
+                done = event
+    except asyncio.CancelledError:  # Django cancels the view when its client goes away: stop generating
+        await asyncio.shield(request_stop(reply.pk))
+        raise
     if done["finish_reason"] == "error":
         raise ApiError(502, done.get("detail", "the reply failed"), kind="server_error", code="generation_failed")
     return "".join(text), done
@@ -135,7 +182,7 @@ async def chat_completions(request):
         messages = _messages(body)
         system = "\n".join(m["content"] for m in messages if m["role"] == "system") or None
         params = _params(body, system)
-        conversation, reply, entry_id = await _start(owner, messages, params, "api")
+        conversation, reply, entry_id = await _start(request, owner, messages, params, "api")
         model, created, completion_id = await _model_name(), int(time.time()), f"chatcmpl-{reply.pk}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -214,9 +261,12 @@ async def generate(request):
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ApiError(400, "'prompt' must be a non-empty string")
+        if len(prompt) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise ApiError(400, f"the prompt has {len(prompt)} characters; the limit is "
+                           f"{settings.CHAT_MAX_MESSAGE_CHARS} (CHAT_MAX_MESSAGE_CHARS)", code="too_large")
         owner = await _owner(request, guests_allowed=True)
         params = _params(body, body.get("system") if isinstance(body.get("system"), str) else None)
-        _, reply, entry_id = await _start(owner, [{"role": "user", "content": prompt}], params, "generate")
+        _, reply, entry_id = await _start(request, owner, [{"role": "user", "content": prompt}], params, "generate")
         text, done = await _collect(owner, reply, entry_id)
     except ApiError as exc:
         return exc.response()

@@ -17,10 +17,10 @@ from redis.exceptions import RedisError
 
 from inference.sampling import InvalidParameters
 
-from . import metrics, turns
+from . import admission, metrics, turns
 from .dispatch import NO_WORKER, abandoned_detail, dispatch, keep_queued_alive, request_stop
-from .live_state import ConversationHistory, LiveReply, take_rate_slot
-from .models import Owner, guest_key
+from .live_state import ConversationHistory, LiveReply
+from .models import Owner
 from .replies import fail_if_abandoned, user_group
 from .turns import ProtocolError
 
@@ -34,7 +34,13 @@ MAX_ID = 2**63 - 1  # the database's bigint: a larger id cannot exist, and would
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
-        self.owner = await self._identify()
+        try:
+            self.owner = await self._identify()
+        except ProtocolError as exc:  # too many new guests from this address
+            await self.accept()
+            await self.send_json(exc.frame())
+            await self.close(code=4429)
+            return
         await self.accept()
         if self.owner is None:
             await self.send_json({"type": "error", "code": "auth_required", "detail": "sign in to chat"})
@@ -104,10 +110,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation_id = _conversation_field(frame, required=False)
         content = _content_field(frame, conversation_id)
         params = _params_field(frame, conversation_id)
-        await self._admit_turn(conversation_id)
-        conversation, user_message, reply = await _db(turns.start_turn)(
-            self.owner, conversation_id, content, params
-        )
+        conversation, user_message, reply = await self._admit(
+            conversation_id, turns.start_turn, conversation_id, content, params)
         await ConversationHistory(self.owner.key, conversation.pk).append(user_message.pk, "user", content)
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk})
@@ -117,8 +121,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_regenerate(self, frame):
         conversation_id = _conversation_field(frame)
         params = _params_field(frame, conversation_id) if "params" in frame else None
-        await self._admit_turn(conversation_id)
-        conversation, reply = await _db(turns.start_regeneration)(self.owner, conversation_id, params)
+        conversation, reply = await self._admit(conversation_id, turns.start_regeneration, conversation_id, params)
         await ConversationHistory(self.owner.key, conversation.pk).invalidate()
         await self._announce_turn(conversation.pk, None, reply.pk)
         await self._dispatch(conversation.pk, reply, frame["type"])
@@ -128,10 +131,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         message_id = _id_field(frame, "message", conversation_id)
         content = _content_field(frame, conversation_id)
         params = _params_field(frame, conversation_id)
-        await self._admit_turn(conversation_id)
-        conversation, user_message, reply = await _db(turns.start_edit)(
-            self.owner, conversation_id, message_id, content, params
-        )
+        conversation, user_message, reply = await self._admit(
+            conversation_id, turns.start_edit, conversation_id, message_id, content, params)
         await ConversationHistory(self.owner.key, conversation.pk).invalidate()
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk, "replaces": message_id})
@@ -236,22 +237,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return Owner(user_id=user.pk)
         if not settings.CHAT_ALLOW_GUESTS:
             return None
-        return Owner(guest_key=await database_sync_to_async(guest_key)(self.scope["session"]))
+        return Owner(guest_key=await admission.admit_guest(self.scope["session"], self._address()))
 
-    async def _admit_turn(self, conversation_id):
-        """Apply the per-user limits on starting a reply (each refusal names its limit)."""
-        await self._fail_abandoned()
-        generating = await _db(turns.generating_replies)(self.owner)
-        in_conversation = conversation_id is not None and await _db(turns.generating_replies)(
-            self.owner, conversation_id)
-        if len(generating) >= settings.CHAT_MAX_TURNS_IN_FLIGHT or in_conversation:
-            raise ProtocolError("busy", f"a reply is still being generated (at most "
-                                f"{settings.CHAT_MAX_TURNS_IN_FLIGHT} at a time per user, and one per "
-                                "conversation); wait for it or stop it first", conversation_id)
-        retry_after = await take_rate_slot(self.owner.key, settings.CHAT_MESSAGES_PER_MINUTE)
-        if retry_after:
-            raise ProtocolError("rate_limited", f"at most {settings.CHAT_MESSAGES_PER_MINUTE} messages per "
-                                f"minute; try again in {retry_after} s", conversation_id, retry_after=retry_after)
+    async def _admit(self, conversation_id, start, *args):
+        return await admission.admit_turn(self.owner, self._address(), conversation_id, start, *args)
+
+    def _address(self):
+        return (self.scope.get("client") or ["unknown"])[0]
 
     async def _fail_abandoned(self, conversation_id=None):
         for reply_id in await _db(turns.generating_replies)(self.owner, conversation_id):

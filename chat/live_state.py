@@ -111,21 +111,27 @@ class LiveReply:
         return bool(await redis_client().exists(self.cancel_key))
 
 
-async def take_rate_slot(owner_key, per_minute):
-    """Count one message against a sliding one-minute window; 0 if allowed, else seconds to wait."""
-    r, key, now = redis_client(), f"chat:{owner_key}:rate", time.time()
-    member = f"{now:.6f}-{uuid.uuid4().hex[:6]}"
+async def take_window_slot(key, limit, window, member=None):
+    """Count one event against a sliding window of `window` seconds at `key`. Returns (member, 0)
+    when allowed (`member` gives the slot back with release_window_slot), else (None, seconds to wait).
+    A repeated `member` (a guest already seen) takes no second slot."""
+    r, now = redis_client(), time.time()
+    member = member or f"{now:.6f}-{uuid.uuid4().hex[:6]}"
     async with r.pipeline(transaction=True) as pipe:
-        pipe.zremrangebyscore(key, 0, now - 60)
-        pipe.zadd(key, {member: now})
+        pipe.zremrangebyscore(key, 0, now - window)
+        pipe.zadd(key, {member: now}, nx=True)
         pipe.zcard(key)
-        pipe.expire(key, 61)
-        _, _, count, _ = await pipe.execute()
-    if count <= per_minute:
-        return 0
+        pipe.expire(key, int(window) + 1)
+        _, added, count, _ = await pipe.execute()
+    if not added or count <= limit:
+        return member, 0
     await r.zrem(key, member)
     oldest = await r.zrange(key, 0, 0, withscores=True)
-    return max(1, int((oldest[0][1] if oldest else now) + 60 - now + 0.999))
+    return None, max(1, int((oldest[0][1] if oldest else now) + window - now + 0.999))
+
+
+async def release_window_slot(key, member):
+    await redis_client().zrem(key, member)
 
 
 WORKER_KEY_PREFIX = "chat:worker:"

@@ -1,6 +1,8 @@
-"""Database work for starting turns, kept synchronous and transactional (the consumer wraps it)."""
+"""Database work for starting turns, kept synchronous and transactional (chat.admission wraps it)."""
+import hashlib
+
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from inference.sampling import SamplingParams
@@ -42,6 +44,23 @@ def get_owned(owner, conversation_id):
     return conversation
 
 
+def refuse_if_busy(owner, conversation_id=None):
+    """Inside a turn's transaction: `busy` if the owner has as many replies generating as allowed,
+    or one in this conversation. Turns of one owner pass here one at a time (SQLite's IMMEDIATE
+    transactions hold the write lock already; PostgreSQL takes a per-owner advisory lock), so two
+    tabs cannot both start a reply."""
+    if connection.vendor == "postgresql":
+        lock_id = int.from_bytes(hashlib.blake2b(owner.key.encode(), digest_size=8).digest(), "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+    generating = generating_replies(owner)
+    in_conversation = conversation_id is not None and generating_replies(owner, conversation_id)
+    if len(generating) >= settings.CHAT_MAX_TURNS_IN_FLIGHT or in_conversation:
+        raise ProtocolError("busy", f"a reply is still being generated (at most {settings.CHAT_MAX_TURNS_IN_FLIGHT} "
+                            "at a time per user, and one per conversation); wait for it or stop it first",
+                            conversation_id)
+
+
 def generating_replies(owner, conversation_id=None):
     query = Message.objects.filter(
         role=Message.Role.ASSISTANT, finish_reason="", conversation__in=Conversation.objects.owned_by(owner)
@@ -54,11 +73,9 @@ def generating_replies(owner, conversation_id=None):
 @transaction.atomic
 def start_turn(owner, conversation_id, content, params):
     """Store the user's message and an empty reply to fill; create the conversation if needed."""
+    refuse_if_busy(owner, conversation_id)
     if conversation_id is None:
-        if Conversation.objects.owned_by(owner).count() >= settings.CHAT_MAX_CONVERSATIONS:
-            raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "
-                                "conversations, the most allowed (CHAT_MAX_CONVERSATIONS); delete some first")
-        conversation = Conversation.objects.create(title=_title(content), **owner.fields())
+        conversation = _new_conversation(owner, content)
     else:
         conversation = get_owned(owner, conversation_id)
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
@@ -69,6 +86,7 @@ def start_turn(owner, conversation_id, content, params):
 @transaction.atomic
 def start_regeneration(owner, conversation_id, params):
     """Supersede the last reply and open a new one in its place."""
+    refuse_if_busy(owner, conversation_id)
     conversation = get_owned(owner, conversation_id)
     last = conversation.active_messages().last()
     if last is None or last.role != Message.Role.ASSISTANT:
@@ -81,6 +99,7 @@ def start_regeneration(owner, conversation_id, params):
 @transaction.atomic
 def start_edit(owner, conversation_id, message_id, content, params):
     """Replace a user message: it and every later message are superseded (kept for reviewers)."""
+    refuse_if_busy(owner, conversation_id)
     conversation = get_owned(owner, conversation_id)
     edited = conversation.active_messages().filter(pk=message_id, role=Message.Role.USER).first()
     if edited is None:
@@ -88,6 +107,13 @@ def start_edit(owner, conversation_id, message_id, content, params):
     conversation.active_messages().filter(id__gte=edited.pk).update(superseded=True)
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
     return conversation, user_message, _new_reply(conversation, params)
+
+
+def _new_conversation(owner, first_message):
+    if Conversation.objects.owned_by(owner).count() >= settings.CHAT_MAX_CONVERSATIONS:
+        raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "
+                            "conversations, the most allowed (CHAT_MAX_CONVERSATIONS); delete some first")
+    return Conversation.objects.create(title=_title(first_message), **owner.fields())
 
 
 def _new_reply(conversation, params):
@@ -145,8 +171,11 @@ def conversation_of(message_id):
 @transaction.atomic
 def start_api_turn(owner, messages, params):
     """Store an API request as a new conversation: its messages, then an empty reply to fill."""
-    last_user = messages[-1]["content"]
-    conversation = Conversation.objects.create(title=_title(last_user), **owner.fields())
-    Message.objects.bulk_create([Message(conversation=conversation, role=m["role"], content=m["content"])
-                                 for m in messages if m["role"] != "system"])
+    refuse_if_busy(owner)
+    conversation = _new_conversation(owner, messages[-1]["content"])
+    # The client's own history is stored as it was sent: its assistant turns are finished replies.
+    Message.objects.bulk_create([
+        Message(conversation=conversation, role=m["role"], content=m["content"],
+                finish_reason=Message.FinishReason.STOP if m["role"] == Message.Role.ASSISTANT else "")
+        for m in messages if m["role"] != "system"])
     return conversation, _new_reply(conversation, params)

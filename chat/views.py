@@ -1,3 +1,4 @@
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from redis.exceptions import RedisError
 from django.http import HttpResponse, JsonResponse
@@ -6,12 +7,19 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from .live_state import live_workers
-from .models import guest_key
+from .admission import admit_guest
+from .turns import ProtocolError
 
 
 @ensure_csrf_cookie
 def index(request):
-    guest_key(request.session)  # guests get their identity before the socket opens
+    if settings.CHAT_ALLOW_GUESTS and not request.user.is_authenticated:
+        try:  # guests get their identity before the socket opens
+            async_to_sync(admit_guest)(request.session, request.META.get("REMOTE_ADDR") or "unknown")
+        except ProtocolError as exc:
+            response = HttpResponse(f"{exc.detail}\n", status=429, content_type="text/plain; charset=utf-8")
+            response["Retry-After"] = str(exc.extra["retry_after"])
+            return response
     return render(request, "chat/index.html", {"max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS})
 
 

@@ -15,6 +15,9 @@ import warnings
 os.environ.setdefault("CHAT_REQUEST_TIMEOUT", "5")
 os.environ.setdefault("CHAT_STALL_TIMEOUT", "5")
 os.environ.setdefault("CHAT_WORKER_HEARTBEAT", "0.5")
+# Every test client comes from 127.0.0.1: the per-address guest limits are tested on their own.
+os.environ.setdefault("CHAT_GUESTS_PER_ADDRESS", "100000")
+os.environ.setdefault("CHAT_GUEST_TURNS_PER_ADDRESS", "100000")
 
 
 def _free_port():

@@ -1,0 +1,64 @@
+"""The one gate for every turn, whichever door it came through (the WebSocket, /v1/chat/completions,
+/generate), and for new guest identities.
+
+Cheap, global checks come first: is the shared queue full (`overloaded`)? is this client address
+minting guests (`too_many_guests`) or sending guest turns (`rate_limited`) too fast? Then the
+owner's own messages-per-minute slot, then the turn's transaction (chat.turns), which checks
+`busy` where two tabs cannot both pass it. A turn refused after taking its rate slot gives the
+slot back, so only turns that were stored count.
+"""
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from . import request_queue, turns
+from .live_state import release_window_slot, take_window_slot
+from .models import GUEST_SESSION_KEY, guest_key
+from .replies import fail_if_abandoned
+from .turns import ProtocolError
+
+ABANDONED = "the inference worker stopped responding; the text so far is kept"
+
+
+async def admit_guest(session, address):
+    """The guest identity kept in `session`; a new one only within the per-address limit."""
+    if not await database_sync_to_async(_has_guest)(session):
+        _, retry_after = await take_window_slot(f"chat:addr:{address}:guests", settings.CHAT_GUESTS_PER_ADDRESS,
+                                                3600)
+        if retry_after:
+            raise ProtocolError("too_many_guests", f"too many new guests from your address (at most "
+                                f"{settings.CHAT_GUESTS_PER_ADDRESS} an hour); keep your session cookie, or "
+                                "sign in", retry_after=retry_after)
+    return await database_sync_to_async(guest_key)(session)
+
+
+def _has_guest(session):
+    return GUEST_SESSION_KEY in session  # loads the session from the database
+
+
+async def admit_turn(owner, address, conversation_id, start, *args):
+    """Store a turn with `start(owner, *args)` (a chat.turns function: one transaction) if every
+    limit allows it; returns what `start` returns, or raises ProtocolError. `conversation_id` (or
+    None) only labels the refusals."""
+    waiting, _ = await request_queue.depth()
+    if waiting >= settings.CHAT_MAX_QUEUED_TURNS:
+        raise ProtocolError("overloaded", f"the service is at capacity ({waiting} turns waiting); try again in a "
+                            "minute", conversation_id, retry_after=30)
+    if owner.guest_key:
+        _, retry_after = await take_window_slot(f"chat:addr:{address}:guest-turns",
+                                                settings.CHAT_GUEST_TURNS_PER_ADDRESS, 60)
+        if retry_after:
+            raise ProtocolError("rate_limited", f"at most {settings.CHAT_GUEST_TURNS_PER_ADDRESS} guest messages "
+                                f"per minute from one address; try again in {retry_after} s, or sign in",
+                                conversation_id, retry_after=retry_after)
+    for reply_id in await database_sync_to_async(turns.generating_replies)(owner):
+        await fail_if_abandoned(reply_id, ABANDONED)  # a dead worker's reply does not keep its owner busy
+    rate_key = f"chat:{owner.key}:rate"
+    slot, retry_after = await take_window_slot(rate_key, settings.CHAT_MESSAGES_PER_MINUTE, 60)
+    if retry_after:
+        raise ProtocolError("rate_limited", f"at most {settings.CHAT_MESSAGES_PER_MINUTE} messages per minute; "
+                            f"try again in {retry_after} s", conversation_id, retry_after=retry_after)
+    try:
+        return await database_sync_to_async(start)(owner, *args)
+    except BaseException:
+        await release_window_slot(rate_key, slot)
+        raise
