@@ -1,5 +1,6 @@
-"""Shared pieces for the consumer tests: named users, sockets, and an in-process worker."""
+"""Shared pieces for the consumer tests: named users, sockets, HTTP calls, and an in-process worker."""
 import asyncio
+import json
 import threading
 import time
 
@@ -110,3 +111,42 @@ async def start_worker(engine):
     else:
         raise TimeoutError("the worker did not announce itself")
     return worker, stop, task
+
+
+class HttpResponse:
+    def __init__(self, status, headers, body):
+        self.status_code, self.headers, self.content = status, headers, body
+
+    def json(self):
+        return json.loads(self.content)
+
+
+async def http(method, path, body=None, headers=None, client=("127.0.0.1", 40000)):
+    """One HTTP request through the site's real ASGI application (as daphne serves it: each request
+    in its own thread-sensitive context, so an in-process worker's ORM calls are not held up by it)."""
+    from chatsite.asgi import application
+
+    payload = json.dumps(body).encode() if body is not None else b""
+    raw_headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+    raw_headers += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": raw_headers, "client": client, "server": ("127.0.0.1", 8000)}
+    request_sent, response = False, {"headers": {}, "body": b""}
+
+    async def receive():
+        nonlocal request_sent
+        if not request_sent:
+            request_sent = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        await asyncio.Event().wait()  # the client stays until the response is complete
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            response["status"] = message["status"]
+            response["headers"] = {k.decode().lower(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            response["body"] += message.get("body", b"")
+
+    await application(scope, receive, send)
+    return HttpResponse(response["status"], response["headers"], response["body"])

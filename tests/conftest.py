@@ -8,6 +8,17 @@ from bench.stack import Stack
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory):
+    """SQLite tests use a file, as the service does: an in-memory database shares one cache between
+    threads and answers concurrent writers 'table is locked' at once, where a file waits its turn."""
+    from django.db import connections
+
+    database = connections["default"].settings_dict
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database["TEST"]["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture(scope="session")
 def default_model_dir():
     """The packaged default model, converted once into the cache (as `make setup` does)."""
     from inference.packaged_model import ensure_converted

@@ -3,9 +3,8 @@ import asyncio
 import time
 
 import pytest
-from django.test import AsyncClient
 
-from tests.chat_support import connect, new_guest, receive_until, send_turn
+from tests.chat_support import connect, http, new_guest, receive_until, send_turn
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -15,8 +14,8 @@ class KilledThread(BaseException):
 
 
 async def wait_for_health(status, timeout=15):
-    client, deadline = AsyncClient(), time.monotonic() + timeout
-    while (response := await client.get("/healthz")).status_code != status:
+    deadline = time.monotonic() + timeout
+    while (response := await http("GET", "/healthz")).status_code != status:
         assert time.monotonic() < deadline, f"/healthz stayed {response.status_code}: {response.json()}"
         await asyncio.sleep(0.05)
     return response.json()
