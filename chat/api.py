@@ -146,7 +146,7 @@ async def _start(request, owner, messages, params, kind):
     except ProtocolError as exc:
         raise _refusal(exc) from None
     metrics.TURNS.labels(kind).inc()
-    entry_id = await dispatch(owner.key, conversation.pk, reply, [m for m in messages if m["role"] != "system"])
+    entry_id = await dispatch(owner.key, conversation.pk, reply)
     if entry_id is None:
         raise ApiError(503, NO_WORKER, kind="server_error", code="no_worker")
     return conversation, reply, entry_id

@@ -260,8 +260,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _dispatch(self, conversation_id, reply, kind):
         """Hand the reply to the workers, or end it at once with no_worker when none is running."""
         metrics.TURNS.labels(kind).inc()
-        messages = await ConversationHistory(self.owner.key, conversation_id).messages()
-        entry_id = await dispatch(self.owner.key, conversation_id, reply, messages)
+        entry_id = await dispatch(self.owner.key, conversation_id, reply)
         if entry_id is None:
             await self.send_json({"type": "error", "code": "no_worker", "detail": NO_WORKER,
                                   "conversation": conversation_id})

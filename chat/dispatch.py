@@ -20,9 +20,10 @@ log = logging.getLogger(__name__)
 NO_WORKER = "no inference worker is running; start one, then regenerate this reply"
 
 
-async def dispatch(owner_key, conversation_id, reply, messages):
+async def dispatch(owner_key, conversation_id, reply):
     """Queue `reply` (a generating assistant Message) for the workers; returns the queue entry id,
-    or None after ending the reply with an error when no worker is running."""
+    or None after ending the reply with an error when no worker is running. The request carries
+    ids, not the conversation: the worker reads the history (chat.live_state.ConversationHistory)."""
     if not await live_workers():
         metrics.ERRORS.labels("no_worker").inc()
         await finish_reply(reply.pk, content="", finish_reason=Message.FinishReason.ERROR, error_detail=NO_WORKER)
@@ -33,7 +34,7 @@ async def dispatch(owner_key, conversation_id, reply, messages):
     await LiveReply(reply.pk).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
     entry_id = await request_queue.enqueue({
         "type": "chat.generate", "turn": turn, "conversation": conversation_id, "message": reply.pk,
-        "owner": owner_key, "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+        "owner": owner_key,
         "params": params, "system": system,
     })
     log.info("turn queued reply=%s conversation=%s", reply.pk, conversation_id,

@@ -50,6 +50,7 @@ class ConversationHistory:
             pipe.delete(self.key)
             if rows:
                 pipe.rpush(self.key, *[json.dumps(row) for row in rows])
+                pipe.expire(self.key, settings.CHAT_HISTORY_TTL)
             await pipe.execute()
         return rows
 
@@ -59,6 +60,7 @@ class ConversationHistory:
             async with r.pipeline(transaction=True) as pipe:
                 pipe.rpush(self.key, json.dumps({"id": message_id, "role": role, "content": content}))
                 pipe.ltrim(self.key, -settings.CHAT_HISTORY_MAX_MESSAGES, -1)
+                pipe.expire(self.key, settings.CHAT_HISTORY_TTL)  # idle conversations leave Redis
                 await pipe.execute()
         else:
             await self.rebuild()
@@ -73,7 +75,9 @@ def _load_active_messages(conversation_id, limit):
 
     rows = (
         Message.objects.filter(conversation_id=conversation_id, superseded=False)
-        .exclude(role=Message.Role.ASSISTANT, finish_reason="")
+        .exclude(role=Message.Role.ASSISTANT, finish_reason="")  # still generating
+        # as chat.replies.finish_reply leaves them out of the hot history: failed with nothing said
+        .exclude(role=Message.Role.ASSISTANT, finish_reason=Message.FinishReason.ERROR, content="")
         .order_by("-id")
         .values("id", "role", "content")[:limit]
     )
@@ -135,10 +139,15 @@ async def release_window_slot(key, member):
 
 
 WORKER_KEY_PREFIX = "chat:worker:"
+WORKER_INDEX = "chat:workers"  # worker id -> when its announcement expires (so nobody SCANs the keyspace)
 
 
 async def announce_worker(worker_id, info, ttl):
-    await redis_client().set(WORKER_KEY_PREFIX + worker_id, json.dumps(info), ex=max(1, int(ttl + 0.999)))
+    ttl = max(1, int(ttl + 0.999))
+    async with redis_client().pipeline(transaction=True) as pipe:
+        pipe.set(WORKER_KEY_PREFIX + worker_id, json.dumps(info), ex=ttl)
+        pipe.zadd(WORKER_INDEX, {worker_id: time.time() + ttl})
+        await pipe.execute()
 
 
 async def worker_is_alive(worker_id):
@@ -146,11 +155,15 @@ async def worker_is_alive(worker_id):
 
 
 async def withdraw_worker(worker_id):
-    await redis_client().delete(WORKER_KEY_PREFIX + worker_id)
+    async with redis_client().pipeline(transaction=True) as pipe:
+        pipe.delete(WORKER_KEY_PREFIX + worker_id)
+        pipe.zrem(WORKER_INDEX, worker_id)
+        await pipe.execute()
 
 
 async def live_workers():
     r = redis_client()
-    keys = [key async for key in r.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100)]
-    values = await r.mget(keys) if keys else []
+    await r.zremrangebyscore(WORKER_INDEX, 0, time.time())
+    ids = await r.zrange(WORKER_INDEX, 0, -1)
+    values = await r.mget([WORKER_KEY_PREFIX + worker_id for worker_id in ids]) if ids else []
     return [json.loads(v) for v in values if v]

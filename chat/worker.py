@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from inference import EngineConfig, EngineError, load_engine
 
 from . import request_queue
-from .live_state import LiveReply, announce_worker, withdraw_worker
+from .live_state import ConversationHistory, LiveReply, announce_worker, withdraw_worker
 from .models import Message
 from .replies import WORKERS_GROUP, finish_reply, user_group
 
@@ -152,7 +152,8 @@ class InferenceWorker:
 
     async def _adopt_orphans(self):
         """Serve the requests of workers that died; end the ones they had started as errors."""
-        for entry_id, request in await request_queue.claim_from_dead_workers(self.id):
+        expiry = settings.CHAT_WORKER_HEARTBEAT * 3  # as announced: a heartbeat missed three times
+        for entry_id, request in await request_queue.claim_from_dead_workers(self.id, expiry):
             partial = await LiveReply(request["message"]).text()
             if partial:
                 await finish_reply(request["message"], content=partial,
@@ -216,9 +217,11 @@ class InferenceWorker:
         loop = asyncio.get_running_loop()
         pieces = asyncio.Queue()
         started = time.monotonic()
+        messages = await ConversationHistory(request["owner"], request["conversation"]).messages()
         try:
             stream = await asyncio.to_thread(
-                self.engine.stream_reply, request["messages"], request.get("params"), request.get("system")
+                self.engine.stream_reply, [{"role": m["role"], "content": m["content"]} for m in messages],
+                request.get("params"), request.get("system")
             )
         except EngineError as exc:
             await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR, error_detail=str(exc))

@@ -205,6 +205,7 @@ CHAT_MAX_QUEUED_TURNS = _positive("int", "CHAT_MAX_QUEUED_TURNS", 256)  # waitin
 CHAT_GUESTS_PER_ADDRESS = _positive("int", "CHAT_GUESTS_PER_ADDRESS", 20)  # new guest identities per address per hour
 CHAT_GUEST_TURNS_PER_ADDRESS = _positive("int", "CHAT_GUEST_TURNS_PER_ADDRESS", 60)  # guest turns per address per minute
 CHAT_HISTORY_MAX_MESSAGES = _positive("int", "CHAT_HISTORY_MAX_MESSAGES", 100)  # kept hot in Redis
+CHAT_HISTORY_TTL = _positive("int", "CHAT_HISTORY_TTL", 24 * 3600)  # seconds an idle conversation stays in Redis
 CHAT_REQUEST_TIMEOUT = _positive("float", "CHAT_REQUEST_TIMEOUT", 30.0)  # no worker picked the turn up
 CHAT_STALL_TIMEOUT = _positive("float", "CHAT_STALL_TIMEOUT", 60.0)  # no token from a started reply
 CHAT_FRAME_TIMEOUT = _positive("float", "CHAT_FRAME_TIMEOUT", 30.0)  # longest a frame may take to answer
