@@ -88,10 +88,18 @@ def export_csv(modeladmin, request, queryset):
         if writer is None:
             writer = csv.DictWriter(buffer, fieldnames=list(row))
             writer.writeheader()
-        writer.writerow({k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()})
+        writer.writerow({k: _spreadsheet_safe(json.dumps(v) if isinstance(v, dict) else v) for k, v in row.items()})
     response = HttpResponse(buffer.getvalue(), content_type="text/csv")
     response["Content-Disposition"] = 'attachment; filename="conversations.csv"'
     return response
+
+
+def _spreadsheet_safe(value):
+    """A cell a spreadsheet would run as a formula (=, +, -, @, or a tab/CR first) is kept as text
+    with a leading apostrophe (OWASP's advice against CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 @admin.action(description="Export selected conversations as JSONL")
@@ -143,6 +151,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ["name", "prefix", "user", "active", "created", "last_used"]
     list_filter = ["active"]
     readonly_fields = ["prefix", "created", "last_used"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A key's conversations belong to its user: moving an issued key to someone else would
+        # hand them to the new user's history, so the user is fixed once the key exists.
+        return self.readonly_fields + (["user"] if obj is not None else [])
 
     def save_model(self, request, obj, form, change):
         raw_key = None if change else obj.issue()

@@ -46,7 +46,8 @@ def _api_key_owner(request):
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return None
-    key = ApiKey.objects.filter(key_hash=ApiKey.hash(header.removeprefix("Bearer ").strip()), active=True).first()
+    key = ApiKey.objects.filter(key_hash=ApiKey.hash(header.removeprefix("Bearer ").strip()), active=True,
+                                user__is_active=True).first()
     if key is None:
         raise ApiError(401, "the API key is not valid or has been revoked", code="invalid_api_key")
     ApiKey.objects.filter(pk=key.pk).update(last_used=timezone.now())

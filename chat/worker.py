@@ -16,6 +16,7 @@ import uuid
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from inference import EngineConfig, EngineError, load_engine
@@ -70,7 +71,7 @@ class InferenceWorker:
         self.tasks = set()
         self.room = asyncio.Event()
         loops = [asyncio.create_task(_forever(loop)) for loop in (self._heartbeat, self._take_requests,
-                                                                   self._take_control)]
+                                                                   self._take_control, self._housekeeping)]
         log.info("worker %s ready: %r", self.id, self.engine)
         try:
             await stop_event.wait()
@@ -130,6 +131,12 @@ class InferenceWorker:
         await asyncio.sleep(delay)
         self.engine.scheduler.restart()
         self.room.set()
+
+    async def _housekeeping(self):
+        """Hourly: delete expired sessions (every guest's visit leaves one in the database)."""
+        while True:
+            await clear_expired_sessions()
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def _take_requests(self):
         """Take requests while the batch has room; the rest wait in the shared queue, in order."""
@@ -291,6 +298,18 @@ class InferenceWorker:
             {"type": "chat.token", "conversation": request["conversation"],
              "message": request["message"], "text": text, "offset": offset},
         )
+
+
+HOUSEKEEPING_INTERVAL = 3600
+
+
+@database_sync_to_async
+def clear_expired_sessions():
+    from django.contrib.sessions.models import Session
+
+    deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
+    if deleted:
+        log.info("deleted %s expired sessions", deleted)
 
 
 async def _streamed_text(message_id):

@@ -109,9 +109,18 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "chat.signin_throttle.SignInThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
+# Content-Security-Policy (django-csp): scripts only from this site, never inline, so a reply
+# that slipped past the sanitizer still could not run. Styles may be inline (the admin's are).
+CONTENT_SECURITY_POLICY = {"DIRECTIVES": {
+    "default-src": ["'self'"], "script-src": ["'self'"], "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"], "connect-src": ["'self'"], "object-src": ["'none'"],
+    "base-uri": ["'self'"], "form-action": ["'self'"], "frame-ancestors": ["'none'"],
+}}
 
 ROOT_URLCONF = "chatsite.urls"
 ASGI_APPLICATION = "chatsite.asgi.application"
@@ -201,6 +210,8 @@ CHAT_MAX_FRAME_BYTES = _positive("int", "CHAT_MAX_FRAME_BYTES", 256 * 1024)  # l
 CHAT_MAX_TURNS_IN_FLIGHT = _positive("int", "CHAT_MAX_TURNS_IN_FLIGHT", 1)  # replies generating per user
 CHAT_MESSAGES_PER_MINUTE = _positive("int", "CHAT_MESSAGES_PER_MINUTE", 20)  # send/edit/regenerate per user
 CHAT_MAX_CONVERSATIONS = _positive("int", "CHAT_MAX_CONVERSATIONS", 1000)  # per user
+CHAT_SIGNIN_ATTEMPTS = _positive("int", "CHAT_SIGNIN_ATTEMPTS", 10)  # failed sign-ins per address per 15 min
+CHAT_PROXY_HEADERS = _read("bool", "CHAT_PROXY_HEADERS", False)  # trust X-Forwarded-For (behind a proxy only)
 CHAT_MAX_QUEUED_TURNS = _positive("int", "CHAT_MAX_QUEUED_TURNS", 256)  # waiting in the shared queue: `overloaded`
 CHAT_GUESTS_PER_ADDRESS = _positive("int", "CHAT_GUESTS_PER_ADDRESS", 20)  # new guest identities per address per hour
 CHAT_GUEST_TURNS_PER_ADDRESS = _positive("int", "CHAT_GUEST_TURNS_PER_ADDRESS", 60)  # guest turns per address per minute

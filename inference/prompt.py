@@ -17,22 +17,32 @@ def build_prompt(tokenizer, messages, *, system=None, context_window, max_new_to
     head = [{"role": "system", "content": system}] if system else []
     turns = [{"role": m["role"], "content": m["content"]} for m in messages]
     budget = context_window - max_new_tokens
-    dropped = 0
+    ids = _render(tokenizer, head + turns)
+    if len(ids) <= budget:
+        return ids, 0
+    # Too long: estimate each turn's share from its content's tokens (counted once each) plus an
+    # equal share of the template's framing, drop the oldest by running totals, and render again;
+    # an estimate that was short by a few framing tokens costs one more round, not one per turn.
+    contents = [len(tokenizer.encode(t["content"], add_special_tokens=False)) for t in turns]
+    framing = max(0, len(ids) - sum(contents)) / (len(turns) + len(head))
+    costs = [n + framing for n in contents]
+    total, start = float(len(ids)), 0
     while True:
-        ids = _render(tokenizer, head + turns)
+        while total > budget and start < len(turns) - 1:
+            total -= costs[start]
+            start += 1
+            while start < len(turns) - 1 and turns[start]["role"] != "user":  # a reply never opens it
+                total -= costs[start]
+                start += 1
+        ids = _render(tokenizer, head + turns[start:])
         if len(ids) <= budget:
-            return ids, dropped
-        if len(turns) == 1:
+            return ids, start
+        if start == len(turns) - 1:
             raise PromptTooLong(
                 f"the message is too long: the prompt needs {len(ids)} tokens but the context "
                 f"window leaves {budget} after reserving {max_new_tokens} for the reply"
             )
-        # Drop the oldest turn, and then any assistant turn that would now open the conversation.
-        turns.pop(0)
-        dropped += 1
-        while len(turns) > 1 and turns[0]["role"] != "user":
-            turns.pop(0)
-            dropped += 1
+        total = budget + 1.0  # the estimate was short: drop at least one more turn
 
 
 def _render(tokenizer, messages):

@@ -101,3 +101,59 @@ def test_production_refuses_to_start_without_a_secret_key_from_the_environment()
     result = manage("check", **env)
     assert result.returncode != 0
     assert "SECRET_KEY must be set in the environment" in result.stderr.strip().splitlines()[-1]
+
+
+def staff_client():
+    User.objects.create_user("reviewer", password="reviewer-secret-1", is_staff=True, is_superuser=True)
+    client = Client()
+    client.login(username="reviewer", password="reviewer-secret-1")
+    return client
+
+
+def test_the_csv_export_keeps_formulas_as_text(db):
+    from chat.models import Conversation, Message
+
+    conversation = Conversation.objects.create(guest_key="g1", title="=HYPERLINK(\"http://evil\")")
+    Message.objects.create(conversation=conversation, role="user", content="@SUM(A1:A9)")
+    Message.objects.create(conversation=conversation, role="assistant", content="-2+3", finish_reason="stop")
+    response = staff_client().post("/admin/chat/conversation/", {"action": "export_csv",
+                                                                 "_selected_action": [conversation.pk]})
+    text = response.content.decode()
+    assert "'=HYPERLINK" in text and "'@SUM(A1:A9)" in text and "'-2+3" in text
+    assert ",=" not in text and ",@" not in text and ",-2" not in text
+
+
+def test_an_api_key_stops_working_when_its_user_is_deactivated_and_its_user_cannot_change(db):
+    from chat.models import ApiKey
+
+    alice = User.objects.create_user("alice")
+    key = ApiKey(name="k", user=alice)
+    raw = key.issue()
+    key.save()
+    client = Client(headers={"Authorization": f"Bearer {raw}"})
+    assert client.get("/v1/models").status_code == 200
+    alice.is_active = False
+    alice.save()
+    assert client.get("/v1/models").status_code == 401
+    page = staff_client().get(f"/admin/chat/apikey/{key.pk}/change/").content.decode()
+    assert 'name="user"' not in page  # shown, not editable
+
+
+def test_pages_carry_a_content_security_policy_that_allows_no_inline_script(db):
+    policy = Client().get("/")["Content-Security-Policy"]
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";") if part.strip())
+    assert directives["script-src"] == "'self'"
+    assert "connect-src" in directives and "'none'" in directives["object-src"]
+
+
+def test_sign_in_attempts_are_throttled_per_address_and_a_success_does_not_count(db, clean_redis, settings):
+    settings.CHAT_SIGNIN_ATTEMPTS = 3
+    User.objects.create_user("alice", password="alice-secret-1")
+    client = Client()
+    assert login(client, "alice", "alice-secret-1").status_code == 302  # gives its slot back
+    for _ in range(3):
+        assert login(Client(), "alice", "wrong").status_code == 200  # the form again, with an error
+    refused = login(Client(), "alice", "alice-secret-1")
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    admin = Client().post("/admin/login/", {"username": "alice", "password": "x"})
+    assert admin.status_code == 429  # the admin's form is the same door

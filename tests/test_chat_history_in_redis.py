@@ -1,5 +1,6 @@
 """The hot history lives in Redis, per user, and is rebuilt from the database when lost."""
 import pytest
+from asgiref.sync import sync_to_async
 
 from chat.live_state import ConversationHistory
 from tests.chat_support import connect, new_guest, owner_key_of, send_turn, text_of
@@ -58,3 +59,21 @@ async def test_every_key_a_turn_leaves_in_redis_expires(worker, clean_redis):
     history_keys = [key.decode() for key in clean_redis.keys("chat:*:history")]
     assert history_keys and all(0 < clean_redis.ttl(key) <= 24 * 3600 for key in history_keys)
     await socket.disconnect()
+
+
+async def test_the_worker_clears_expired_sessions(worker):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from chat.worker import clear_expired_sessions
+
+    @sync_to_async
+    def sessions():
+        return set(Session.objects.values_list("session_key", flat=True))
+
+    old, current = await new_guest(), await new_guest()
+    await sync_to_async(Session.objects.filter(session_key=old).update)(expire_date=timezone.now() - timedelta(days=1))
+    await clear_expired_sessions()
+    assert old not in await sessions() and current in await sessions()

@@ -117,3 +117,22 @@ async def test_a_socket_from_another_origin_is_refused(clean_redis):
     socket = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN])
     assert (await socket.connect())[0]
     await socket.disconnect()
+
+
+@pytest.mark.parametrize("origin, host, scheme, accepted", [
+    (b"http://127.0.0.1:8000", b"127.0.0.1:8000", "ws", True),
+    (b"http://127.0.0.1:9999", b"127.0.0.1:8000", "ws", False),  # another port of an allowed host
+    (b"https://127.0.0.1:8000", b"127.0.0.1:8000", "ws", False),  # another scheme
+    (b"http://localhost:8000", b"127.0.0.1:8000", "ws", False),  # another allowed host
+    (b"https://localhost", b"localhost", "wss", True),
+    (b"http://localhost", b"localhost", "wss", False),
+])
+async def test_a_socket_is_accepted_only_from_the_sites_own_scheme_host_and_port(origin, host, scheme, accepted,
+                                                                                  clean_redis):
+    from chatsite.asgi import application
+
+    socket = WebsocketCommunicator(application, "/ws/chat/", headers=[(b"origin", origin), (b"host", host)])
+    socket.scope["scheme"] = scheme
+    assert (await socket.connect())[0] is accepted
+    if accepted:
+        await socket.disconnect()

@@ -53,3 +53,19 @@ def test_a_single_message_that_cannot_fit_is_a_clear_error(tokenizer):
 def test_the_conversation_must_end_with_the_user(tokenizer):
     with pytest.raises(EngineError, match="must end with a user message"):
         build_prompt(tokenizer, [{"role": "assistant", "content": "hi"}], context_window=200, max_new_tokens=5)
+
+
+def test_a_long_conversation_is_cut_in_a_few_renders_not_one_per_dropped_turn(tokenizer, monkeypatch):
+    renders = []
+    real = tokenizer.apply_chat_template
+    monkeypatch.setattr(tokenizer, "apply_chat_template", lambda *a, **k: renders.append(1) or real(*a, **k))
+    ids, dropped = build_prompt(tokenizer, conversation(300), system="Be brief.", context_window=1000,
+                                max_new_tokens=100)
+    assert len(renders) <= 3
+    assert len(ids) <= 900 and dropped > 500
+    text = tokenizer.decode(ids)
+    assert text.split("<|im_start|>")[2].startswith("user") and "the newest question" in text
+    # It keeps about as much as fits: the turn pair before the kept part would not have fitted too.
+    one_more = [{"role": "system", "content": "Be brief."}] + conversation(300)[dropped - 2:]
+    rendered = real(one_more, add_generation_prompt=True, tokenize=False)
+    assert len(tokenizer(rendered, add_special_tokens=False)["input_ids"]) > 900

@@ -12,7 +12,10 @@ class Command(BaseCommand):
         # clear error frame from the consumer; only far larger ones are cut off (close code 1009).
         hard_cap = str(4 * settings.CHAT_MAX_FRAME_BYTES)
         CommandLineInterface().run([
-            "-b", settings.CHAT_HOST, "-p", str(settings.CHAT_PORT), "--proxy-headers",
+            "-b", settings.CHAT_HOST, "-p", str(settings.CHAT_PORT),
+            # Client addresses (the per-address guest limits) come from X-Forwarded-For only
+            # behind a proxy that sets it; trusting it otherwise would let anyone pick their address.
+            *(["--proxy-headers"] if settings.CHAT_PROXY_HEADERS else []),
             "--websocket-max-message-size", hard_cap, "--websocket-max-frame-size", hard_cap,
             "chatsite.asgi:application",
         ])
