@@ -11,12 +11,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 
 from . import request_queue, turns
+from .dispatch import abandoned_detail
 from .live_state import release_window_slot, take_window_slot
 from .models import GUEST_SESSION_KEY, guest_key
 from .replies import fail_if_abandoned
 from .turns import ProtocolError
-
-ABANDONED = "the inference worker stopped responding; the text so far is kept"
 
 
 async def admit_guest(session, address):
@@ -51,7 +50,7 @@ async def admit_turn(owner, address, conversation_id, start, *args):
                                 f"per minute from one address; try again in {retry_after} s, or sign in",
                                 conversation_id, retry_after=retry_after)
     for reply_id in await database_sync_to_async(turns.generating_replies)(owner):
-        await fail_if_abandoned(reply_id, ABANDONED)  # a dead worker's reply does not keep its owner busy
+        await fail_if_abandoned(reply_id, abandoned_detail(True))  # a dead worker's reply keeps nobody busy
     rate_key = f"chat:{owner.key}:rate"
     slot, retry_after = await take_window_slot(rate_key, settings.CHAT_MESSAGES_PER_MINUTE, 60)
     if retry_after:

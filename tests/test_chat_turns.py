@@ -124,6 +124,11 @@ async def test_rename_delete_and_rate(worker):
                      "comment": "too vague"}
     stored = await sync_to_async(Message.objects.get)(pk=reply)
     assert (stored.rating, stored.feedback) == (-1, "too vague")
+    # A rating sent without a comment keeps the comment already stored.
+    await socket.send_json_to({"type": "rate", "message": reply, "rating": 1})
+    assert (await socket.receive_json_from())["comment"] == "too vague"
+    stored = await sync_to_async(Message.objects.get)(pk=reply)
+    assert (stored.rating, stored.feedback) == (1, "too vague")
     await socket.send_json_to({"type": "rename", "conversation": conversation, "title": "Greetings"})
     assert (await socket.receive_json_from())["type"] == "changed"
     assert (await sync_to_async(Conversation.objects.get)(pk=conversation)).title == "Greetings"
