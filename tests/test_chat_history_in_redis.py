@@ -77,3 +77,16 @@ async def test_the_worker_clears_expired_sessions(worker):
     await sync_to_async(Session.objects.filter(session_key=old).update)(expire_date=timezone.now() - timedelta(days=1))
     await clear_expired_sessions()
     assert old not in await sessions() and current in await sessions()
+
+
+async def test_redis_and_the_database_agree_on_a_failed_reply_after_a_flush(clean_redis):
+    guest = await new_guest()
+    socket = await connect(guest)
+    frames = await send_turn(socket, "Anyone there?")  # no worker: the reply fails with nothing said
+    assert frames[-1]["finish_reason"] == "error"
+    history = ConversationHistory(await owner_key_of(guest), frames[0]["conversation"])
+    hot = await history.messages()
+    clean_redis.flushdb()
+    assert await history.messages() == hot == [{"id": frames[0]["message"], "role": "user",
+                                                "content": "Anyone there?"}]
+    await socket.disconnect()

@@ -3,6 +3,7 @@ import asyncio
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from tests.chat_support import connect, http, new_guest, receive_until, send_turn
 
@@ -72,3 +73,35 @@ async def test_a_killed_engine_thread_turns_healthz_503_and_the_worker_restarts_
     after = await send_turn(socket, "And now?", conversation=first[-1]["conversation"])
     assert after[-1]["finish_reason"] == "length"
     await socket.disconnect()
+
+
+async def test_a_reply_that_fails_mid_stream_keeps_its_text_and_the_others_finish(worker, engine, monkeypatch,
+                                                                                  settings):
+    from chat.models import Message
+    from inference import batching
+
+    settings.CHAT_TOKEN_FLUSH_INTERVAL = 0
+    engine.model.delay = 0.02
+    real_sample, calls = batching.sample, {"n": 0}
+
+    def failing_for_seed_99(logits, params, generator=None):
+        if params.seed == 99:
+            calls["n"] += 1
+            if calls["n"] > 4:
+                raise RuntimeError("forced failure")
+        return real_sample(logits, params, generator)
+
+    monkeypatch.setattr(batching, "sample", failing_for_seed_99)
+    bob, carol = await connect(await new_guest()), await connect(await new_guest())
+    await carol.send_json_to({"type": "send", "conversation": None, "content": "Long one",
+                              "params": {"max_new_tokens": 30, "temperature": 0}})
+    await receive_until(carol, "token")
+    failed = await send_turn(bob, "Doomed", temperature=1.0, seed=99, max_new_tokens=30)
+    done = failed[-1]
+    assert done["finish_reason"] == "error" and "forced failure" in done["detail"]
+    streamed = "".join(f["text"] for f in failed if f["type"] == "token")
+    stored = await sync_to_async(Message.objects.get)(pk=done["message"])
+    assert stored.content == streamed != "" and stored.finish_reason == "error"
+    assert (await receive_until(carol, "done"))[-1]["finish_reason"] == "length"
+    await bob.disconnect()
+    await carol.disconnect()
