@@ -106,6 +106,9 @@ async def test_guests_can_be_turned_off(clean_redis, settings):
     error = await socket.receive_json_from()
     assert error["code"] == "auth_required"
     assert (await socket.receive_output())["type"] == "websocket.close"
+    # A consumer lives on after closing, until the client's disconnect: without this one it would be
+    # left listening on the channel layer, and the test's event loop could not finish.
+    await socket.disconnect()
 
 
 async def test_a_socket_from_another_origin_is_refused(clean_redis):
