@@ -15,6 +15,7 @@ import weakref
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from django.conf import settings
+from redis.exceptions import RedisError
 
 _clients = weakref.WeakKeyDictionary()
 PARTIAL_TTL = 24 * 3600
@@ -28,6 +29,18 @@ def redis_client():
         client = _clients[loop] = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True,
                                                           **settings.REDIS_OPTIONS)
     return client
+
+
+async def retrying(call, attempts=3):
+    """Await `call()`, again on a Redis connection error: after a Redis restart every pooled
+    connection fails once ("closed by server") before it is replaced."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except (RedisError, OSError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.1 * (attempt + 1))
 
 
 class ConversationHistory:

@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from .live_state import ConversationHistory, LiveReply
+from .live_state import ConversationHistory, LiveReply, retrying
 from .models import Conversation, Message
 
 
@@ -46,7 +46,7 @@ async def finish_reply(message_id, *, content, finish_reason, error_detail="", c
     }
     if error_detail:
         done["detail"] = error_detail
-    await get_channel_layer().group_send(user_group(owner_key), done)
+    await retrying(lambda: get_channel_layer().group_send(user_group(owner_key), done))
     return True
 
 

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from inference import EngineConfig, EngineError, load_engine
 
 from . import request_queue
-from .live_state import ConversationHistory, LiveReply, announce_worker, withdraw_worker
+from .live_state import ConversationHistory, LiveReply, announce_worker, retrying, withdraw_worker
 from .models import Message
 from .replies import WORKERS_GROUP, finish_reply, user_group
 
@@ -292,12 +292,15 @@ class InferenceWorker:
 
     async def _send_piece(self, request, text, offset):
         self.streaming.add(request["message"])
-        await LiveReply(request["message"]).append(text, settings.CHAT_STALL_TIMEOUT)
-        await self.layer.group_send(
+        # After a Redis restart each pooled connection fails once ("closed by server") before it is
+        # replaced: such a failure must not end a reply that is streaming fine. Each call is retried
+        # on its own, so a piece is never appended twice.
+        await retrying(lambda: LiveReply(request["message"]).append(text, settings.CHAT_STALL_TIMEOUT))
+        await retrying(lambda: self.layer.group_send(
             user_group(request["owner"]),
             {"type": "chat.token", "conversation": request["conversation"],
              "message": request["message"], "text": text, "offset": offset},
-        )
+        ))
 
 
 HOUSEKEEPING_INTERVAL = 3600

@@ -212,7 +212,7 @@ def test_a_redis_restart_mid_session_loses_nothing(tmp_path, default_model_dir):
         first_reply = "".join(f["text"] for f in first if f["type"] == "token")
         assert [(m["role"], m["content"]) for m in history["messages"]] == [
             ("user", "My name is Ada."), ("assistant", first_reply)]
-        assert second[-1]["finish_reason"] in ("stop", "length")
+        assert second[-1]["finish_reason"] in ("stop", "length"), second[-1]
         assert rows(stack, "SELECT count(*) FROM chat_message") == [(4,)]
     finally:
         stack.stop()
