@@ -36,9 +36,13 @@ async def test_concurrent_users_are_decoded_in_one_batch(tiny_engine, clean_redi
     engine = RecordingEngine(tiny_engine, token_delay=0.02, config=EngineConfig(max_batch_size=8))
     worker, stop, task = await start_worker(engine)
     sockets = [await connect(await new_guest()) for _ in range(4)]
+    engine.model.stalled.set()  # hold the engine until every user's request has reached it, at any speed
     for n, socket in enumerate(sockets):
         await socket.send_json_to({"type": "send", "conversation": None, "content": f"user {n}",
                                    "params": {"max_new_tokens": 40, "temperature": 0}})
+    while len(engine.streams) < 4:
+        await asyncio.sleep(0.01)
+    engine.model.stalled.clear()
     peak = 0
     while any(s.finish_reason is None for s in engine.streams) or len(engine.streams) < 4:
         peak = max(peak, engine.scheduler.stats()["active"])
