@@ -30,6 +30,18 @@ async def admit_guest(session, address):
     return await database_sync_to_async(guest_key)(session)
 
 
+def http_client_address(request):
+    """The address the per-address limits count an HTTP request against (X-Forwarded-For only
+    when CHAT_PROXY_HEADERS lets daphne use it)."""
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+async def fail_abandoned_replies(owner, conversation_id=None):
+    """End the owner's replies (in one conversation, or all) whose worker stopped reporting."""
+    for reply_id in await database_sync_to_async(turns.generating_replies)(owner, conversation_id):
+        await fail_if_abandoned(reply_id, abandoned_detail(True))
+
+
 def _has_guest(session):
     return GUEST_SESSION_KEY in session  # loads the session from the database
 
@@ -49,8 +61,7 @@ async def admit_turn(owner, address, conversation_id, start, *args):
             raise ProtocolError("rate_limited", f"at most {settings.CHAT_GUEST_TURNS_PER_ADDRESS} guest messages "
                                 f"per minute from one address; try again in {retry_after} s, or sign in",
                                 conversation_id, retry_after=retry_after)
-    for reply_id in await database_sync_to_async(turns.generating_replies)(owner):
-        await fail_if_abandoned(reply_id, abandoned_detail(True))  # a dead worker's reply keeps nobody busy
+    await fail_abandoned_replies(owner)  # a dead worker's reply keeps nobody busy
     rate_key = f"chat:{owner.key}:rate"
     slot, retry_after = await take_window_slot(rate_key, settings.CHAT_MESSAGES_PER_MINUTE, 60)
     if retry_after:

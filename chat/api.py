@@ -72,14 +72,10 @@ async def _owner(request, guests_allowed):
     owner = await _signed_in_owner(request, guests_allowed)
     if owner is None:
         try:
-            owner = Owner(guest_key=await admission.admit_guest(request.session, _address(request)))
+            owner = Owner(guest_key=await admission.admit_guest(request.session, admission.http_client_address(request)))
         except ProtocolError as exc:
             raise _refusal(exc) from None
     return owner
-
-
-def _address(request):
-    return request.META.get("REMOTE_ADDR") or "unknown"
 
 
 # What each refusal of chat.admission is over HTTP.
@@ -142,7 +138,7 @@ def _params(body, system):
 async def _start(request, owner, messages, params, kind):
     """Admit and store the conversation, and queue its reply; returns (conversation, reply, entry id)."""
     try:
-        conversation, reply = await admission.admit_turn(owner, _address(request), None, turns.start_api_turn,
+        conversation, reply = await admission.admit_turn(owner, admission.http_client_address(request), None, turns.start_api_turn,
                                                          messages, params)
     except ProtocolError as exc:
         raise _refusal(exc) from None

@@ -151,7 +151,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_history(self, frame):
         conversation_id = _conversation_field(frame)
-        await self._fail_abandoned(conversation_id)
+        await admission.fail_abandoned_replies(self.owner, conversation_id)
         conversation, messages = await _db(turns.active_messages)(self.owner, conversation_id)
         frames = []
         for message in messages:
@@ -244,10 +244,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     def _address(self):
         return (self.scope.get("client") or ["unknown"])[0]
-
-    async def _fail_abandoned(self, conversation_id=None):
-        for reply_id in await _db(turns.generating_replies)(self.owner, conversation_id):
-            await fail_if_abandoned(reply_id, "the inference worker stopped responding; the text so far is kept")
 
     async def _announce_turn(self, conversation_id, user_message, reply_id, replaces=None):
         event = {"type": "chat.turn", "conversation": conversation_id, "reply": reply_id}

@@ -8,6 +8,7 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.http import HttpResponse
 
+from .admission import http_client_address
 from .live_state import release_window_slot, take_window_slot
 
 SIGN_IN_PATHS = {"/accounts/login/", "/admin/login/"}
@@ -21,7 +22,7 @@ class SignInThrottleMiddleware:
     def __call__(self, request):
         if request.method != "POST" or request.path not in SIGN_IN_PATHS:
             return self.get_response(request)
-        key = f"chat:signin:{request.META.get('REMOTE_ADDR') or 'unknown'}"
+        key = f"chat:signin:{http_client_address(request)}"
         slot, retry_after = async_to_sync(take_window_slot)(key, settings.CHAT_SIGNIN_ATTEMPTS, WINDOW_SECONDS)
         if retry_after:
             response = HttpResponse(f"Too many sign-in attempts from your address; try again in {retry_after} s.\n",

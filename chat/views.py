@@ -7,7 +7,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from .live_state import live_workers
-from .admission import admit_guest
+from .admission import admit_guest, http_client_address
 from .turns import ProtocolError
 
 
@@ -15,7 +15,7 @@ from .turns import ProtocolError
 def index(request):
     if settings.CHAT_ALLOW_GUESTS and not request.user.is_authenticated:
         try:  # guests get their identity before the socket opens
-            async_to_sync(admit_guest)(request.session, request.META.get("REMOTE_ADDR") or "unknown")
+            async_to_sync(admit_guest)(request.session, http_client_address(request))
         except ProtocolError as exc:
             response = HttpResponse(f"{exc.detail}\n", status=429, content_type="text/plain; charset=utf-8")
             response["Retry-After"] = str(exc.extra["retry_after"])
