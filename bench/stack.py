@@ -18,6 +18,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_redis_server(port, timeout=10):
+    """A redis-server of our own on loopback at `port`, keeping nothing on disk; returned once it
+    answers PING."""
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
+                connection.sendall(b"PING\r\n")
+                if connection.recv(16).startswith(b"+PONG"):
+                    return server
+        except OSError:
+            time.sleep(0.05)
+    server.kill()
+    raise RuntimeError(f"redis-server did not answer on port {port}")
+
+
 def procfile_commands():
     commands = {}
     for line in (ROOT / "Procfile").read_text().splitlines():

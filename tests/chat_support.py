@@ -121,9 +121,10 @@ class HttpResponse:
         return json.loads(self.content)
 
 
-async def http(method, path, body=None, headers=None, client=("127.0.0.1", 40000)):
+async def http(method, path, body=None, headers=None, client=("127.0.0.1", 40000), gone=None):
     """One HTTP request through the site's real ASGI application (as daphne serves it: each request
-    in its own thread-sensitive context, so an in-process worker's ORM calls are not held up by it)."""
+    in its own thread-sensitive context, so an in-process worker's ORM calls are not held up by it).
+    Setting the event `gone` makes the client hang up (http.disconnect) before the response ends."""
     from chatsite.asgi import application
 
     payload = json.dumps(body).encode() if body is not None else b""
@@ -139,7 +140,8 @@ async def http(method, path, body=None, headers=None, client=("127.0.0.1", 40000
         if not request_sent:
             request_sent = True
             return {"type": "http.request", "body": payload, "more_body": False}
-        await asyncio.Event().wait()  # the client stays until the response is complete
+        await (gone or asyncio.Event()).wait()  # the client stays until the response ends, or hangs up
+        return {"type": "http.disconnect"}
 
     async def send(message):
         if message["type"] == "http.response.start":
@@ -149,4 +151,4 @@ async def http(method, path, body=None, headers=None, client=("127.0.0.1", 40000
             response["body"] += message.get("body", b"")
 
     await application(scope, receive, send)
-    return HttpResponse(response["status"], response["headers"], response["body"])
+    return HttpResponse(response.get("status"), response["headers"], response["body"])  # no status: hung up

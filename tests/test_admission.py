@@ -1,7 +1,6 @@
 """Every door admits turns the same way (chat.admission): the busy race, rate slots, guest limits
 per address, the global queue cap, /v1 history kept final, and HTTP clients that go away."""
 import asyncio
-import json
 import time
 
 import pytest
@@ -121,27 +120,10 @@ async def test_v1_history_messages_are_stored_as_final_replies(worker):
 
 
 async def test_a_non_streaming_call_stops_generating_when_its_client_goes_away(worker, engine):
-    from chatsite.asgi import application
-
     engine.model.delay = 0.05
-    body = json.dumps({"prompt": "Count to a thousand", "max_tokens": 400}).encode()
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/generate", "raw_path": b"/generate", "query_string": b"",
-             "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host", b"127.0.0.1")],
-             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
-    sent, gone = [], asyncio.Event()
-
-    async def receive():
-        if not sent:
-            sent.append(True)
-            return {"type": "http.request", "body": body, "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        pass
-
-    task = asyncio.create_task(application(scope, receive, send))
+    gone = asyncio.Event()
+    task = asyncio.create_task(http("POST", "/generate", {"prompt": "Count to a thousand", "max_tokens": 400},
+                                    gone=gone))
     deadline = time.monotonic() + 20
     while not engine.streams or engine.streams[-1].completion_tokens < 3:
         assert time.monotonic() < deadline

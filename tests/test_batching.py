@@ -3,24 +3,10 @@ import time
 
 import pytest
 
-from inference import Engine, EngineConfig, EngineError, SamplingParams
+from inference import EngineError, SamplingParams
+from tests.engine_support import engine_with, user, wait_for
 
 PROMPTS = ["hello", "tell me a long story about a dragon and a knight", "2+2?", "write code"]
-
-
-def user(text):
-    return [{"role": "user", "content": text}]
-
-
-def engine_with(tiny_engine, **config):
-    return Engine(tiny_engine.model, tiny_engine.tokenizer, EngineConfig(**config), name="tiny")
-
-
-def wait_for(condition, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def test_replies_decoded_together_match_replies_decoded_alone(tiny_engine):

@@ -1,31 +1,11 @@
 """A failure in one reply fails that reply only; a dead engine thread is seen and restarted."""
-import time
-
 import pytest
 import torch
 
-from inference import Engine, EngineConfig, EngineError, InvalidParameters, SamplingParams
+from inference import EngineError, InvalidParameters, SamplingParams
 from inference import batching
 from inference.generation import sample
-
-
-def user(text):
-    return [{"role": "user", "content": text}]
-
-
-def engine_with(tiny_engine, **config):
-    return Engine(tiny_engine.model, tiny_engine.tokenizer, EngineConfig(**config), name="tiny")
-
-
-class KilledThread(BaseException):
-    """Not an Exception: nothing in the scheduler's loop catches it, so its thread dies."""
-
-
-def wait_for(condition, timeout=20):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+from tests.engine_support import KilledThread, engine_with, fail_sampling, user, wait_for
 
 
 def read_until_failure(stream):
@@ -69,16 +49,7 @@ def test_a_row_that_fails_ends_only_its_reply_and_keeps_its_text(tiny_engine, mo
     alone = tiny_engine.stream_reply(user("hello"), params)
     alone.text()
 
-    real_sample, calls = batching.sample, {"doomed": 0}
-
-    def sample_failing_the_doomed_row(logits, row_params, generator=None):
-        if row_params.seed == 666:
-            calls["doomed"] += 1
-            if calls["doomed"] > 5:
-                raise RuntimeError("forced failure of one row")
-        return real_sample(logits, row_params, generator)
-
-    monkeypatch.setattr(batching, "sample", sample_failing_the_doomed_row)
+    fail_sampling(monkeypatch, seed=666, after=5, message="forced failure of one row")
     engine = engine_with(tiny_engine, max_batch_size=4)
     doomed = engine.stream_reply(user("tell me a story"), doomed_params)
     healthy = engine.stream_reply(user("hello"), params)

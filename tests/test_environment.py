@@ -7,10 +7,9 @@ Tests that start the stack use numbered databases of that server (bench.stack.St
 import atexit
 import os
 import shutil
-import socket
-import subprocess
-import time
 import warnings
+
+from bench.stack import free_port, start_redis_server
 
 os.environ.setdefault("CHAT_REQUEST_TIMEOUT", "5")
 os.environ.setdefault("CHAT_STALL_TIMEOUT", "5")
@@ -20,32 +19,11 @@ os.environ.setdefault("CHAT_GUESTS_PER_ADDRESS", "100000")
 os.environ.setdefault("CHAT_GUEST_TURNS_PER_ADDRESS", "100000")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_private_redis():
-    port = _free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    atexit.register(server.terminate)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
-                connection.sendall(b"PING\r\n")
-                if connection.recv(16).startswith(b"+PONG"):
-                    return f"redis://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"the suite's own redis-server did not answer on port {port}")
-
-
 if "CHAT_TEST_REDIS" not in os.environ:
     if shutil.which("redis-server"):
-        os.environ["CHAT_TEST_REDIS"] = _start_private_redis()
+        port = free_port()
+        atexit.register(start_redis_server(port).terminate)
+        os.environ["CHAT_TEST_REDIS"] = f"redis://127.0.0.1:{port}"
     else:
         warnings.warn("redis-server is not installed: the tests share the Redis at 127.0.0.1:6379 "
                       "(databases 9-15), so two runs at once would interfere")

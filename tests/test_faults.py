@@ -4,13 +4,12 @@ import json
 import shutil
 import signal
 import sqlite3
-import subprocess
 import time
 
 import pytest
 import websockets
 
-from bench.stack import Stack, free_port
+from bench.stack import Stack, free_port, start_redis_server
 
 pytestmark = pytest.mark.slow
 
@@ -38,15 +37,6 @@ def guest_cookie(stack):
     with urllib.request.urlopen(stack.base_url + "/") as response:
         cookies = response.headers.get_all("Set-Cookie")
     return next(c.split(";")[0].split("=", 1)[1] for c in cookies if c.startswith("sessionid="))
-
-
-def answers(port):
-    import redis as redis_lib
-
-    try:
-        return redis_lib.Redis(port=port, socket_connect_timeout=0.5).ping()
-    except redis_lib.RedisError:
-        return False
 
 
 def rows(stack, sql, *args):
@@ -142,16 +132,7 @@ def test_a_locked_database_gives_an_error_and_leaves_nothing_half_written(tmp_pa
 def test_a_redis_restart_mid_session_loses_nothing(tmp_path, default_model_dir):
     port = free_port()
 
-    def start_redis():
-        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not answers(port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        return server
-
-    redis_server = start_redis()
+    redis_server = start_redis_server(port)
     stack = Stack(tmp_path, CHAT_WORKER_HEARTBEAT=1, CHAT_FRAME_TIMEOUT=8)
     stack.env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
     try:
@@ -167,7 +148,7 @@ def test_a_redis_restart_mid_session_loses_nothing(tmp_path, default_model_dir):
             conversation = first[0]["conversation"]
             redis_server.kill()
             redis_server.wait()
-            redis_server = start_redis()  # back, and empty
+            redis_server = start_redis_server(port)  # back, and empty
             # The old socket either keeps working or is closed so that the page reconnects.
             try:
                 await socket.send(json.dumps({"type": "list"}))

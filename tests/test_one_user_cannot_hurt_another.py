@@ -6,12 +6,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from tests.chat_support import connect, http, new_guest, receive_until, send_turn
+from tests.engine_support import KilledThread, fail_sampling
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class KilledThread(BaseException):
-    """Not an Exception: nothing in the scheduler's loop catches it, so its thread dies."""
 
 
 async def wait_for_health(status, timeout=15):
@@ -78,20 +75,10 @@ async def test_a_killed_engine_thread_turns_healthz_503_and_the_worker_restarts_
 async def test_a_reply_that_fails_mid_stream_keeps_its_text_and_the_others_finish(worker, engine, monkeypatch,
                                                                                   settings):
     from chat.models import Message
-    from inference import batching
 
     settings.CHAT_TOKEN_FLUSH_INTERVAL = 0
     engine.model.delay = 0.02
-    real_sample, calls = batching.sample, {"n": 0}
-
-    def failing_for_seed_99(logits, params, generator=None):
-        if params.seed == 99:
-            calls["n"] += 1
-            if calls["n"] > 4:
-                raise RuntimeError("forced failure")
-        return real_sample(logits, params, generator)
-
-    monkeypatch.setattr(batching, "sample", failing_for_seed_99)
+    fail_sampling(monkeypatch, seed=99, after=4, message="forced failure")
     bob, carol = await connect(await new_guest()), await connect(await new_guest())
     await carol.send_json_to({"type": "send", "conversation": None, "content": "Long one",
                               "params": {"max_new_tokens": 30, "temperature": 0}})

@@ -3,10 +3,7 @@ import threading
 import pytest
 
 from inference import EngineError, SamplingParams
-
-
-def user(text):
-    return [{"role": "user", "content": text}]
+from tests.engine_support import user
 
 
 def test_it_streams_several_pieces_and_reports_length(tiny_engine):
