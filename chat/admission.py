@@ -9,6 +9,7 @@ slot back, so only turns that were stored count.
 """
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.http import HttpResponse
 
 from . import request_queue, turns
 from .dispatch import abandoned_detail
@@ -34,6 +35,13 @@ def http_client_address(request):
     """The address the per-address limits count an HTTP request against (X-Forwarded-For only
     when CHAT_PROXY_HEADERS lets daphne use it)."""
     return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def too_many_requests(detail, retry_after):
+    """The plain-text 429 answer of a page or form over a per-address limit."""
+    response = HttpResponse(f"{detail}\n", status=429, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 async def fail_abandoned_replies(owner, conversation_id=None):

@@ -6,9 +6,8 @@ per quarter hour.
 """
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.http import HttpResponse
 
-from .admission import http_client_address
+from .admission import http_client_address, too_many_requests
 from .live_state import release_window_slot, take_window_slot
 
 SIGN_IN_PATHS = {"/accounts/login/", "/admin/login/"}
@@ -25,10 +24,8 @@ class SignInThrottleMiddleware:
         key = f"chat:signin:{http_client_address(request)}"
         slot, retry_after = async_to_sync(take_window_slot)(key, settings.CHAT_SIGNIN_ATTEMPTS, WINDOW_SECONDS)
         if retry_after:
-            response = HttpResponse(f"Too many sign-in attempts from your address; try again in {retry_after} s.\n",
-                                    status=429, content_type="text/plain; charset=utf-8")
-            response["Retry-After"] = str(retry_after)
-            return response
+            return too_many_requests(f"Too many sign-in attempts from your address; try again in {retry_after} s.",
+                                     retry_after)
         response = self.get_response(request)
         if response.status_code == 302:  # signed in: this attempt does not count
             async_to_sync(release_window_slot)(key, slot)

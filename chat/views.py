@@ -7,7 +7,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from .live_state import live_workers
-from .admission import admit_guest, http_client_address
+from .admission import admit_guest, http_client_address, too_many_requests
 from .turns import ProtocolError
 
 
@@ -17,9 +17,7 @@ def index(request):
         try:  # guests get their identity before the socket opens
             async_to_sync(admit_guest)(request.session, http_client_address(request))
         except ProtocolError as exc:
-            response = HttpResponse(f"{exc.detail}\n", status=429, content_type="text/plain; charset=utf-8")
-            response["Retry-After"] = str(exc.extra["retry_after"])
-            return response
+            return too_many_requests(exc.detail, exc.extra["retry_after"])
     return render(request, "chat/index.html", {"max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS})
 
 
