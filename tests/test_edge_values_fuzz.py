@@ -4,7 +4,7 @@ import asyncio
 import json
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
@@ -49,7 +49,10 @@ def test_edge_values_anywhere_get_clear_answers_and_a_normal_turn_completes_afte
                                                                                    cases, http_cases):
     settings.CHAT_MESSAGES_PER_MINUTE = 10_000
     settings.CHAT_MAX_NEW_TOKENS_LIMIT = 8  # an accepted edge value generates briefly
-    async_to_sync(_exchange)(engine, cases, http_cases)
+    # asyncio.run, not async_to_sync: under async_to_sync every thread-sensitive call (the worker's
+    # ORM calls too) would queue for this thread, which a request's sync middleware holds while
+    # its view waits for that very worker. daphne gives each request a thread of its own.
+    asyncio.run(_exchange(engine, cases, http_cases))
 
 
 async def _exchange(engine, cases, http_cases):
