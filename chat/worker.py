@@ -2,7 +2,7 @@
 
 Run it with `python manage.py inference_worker`. It loads the model once, then serves the
 request channel until SIGTERM/SIGINT. Concurrent replies are decoded together in one batch
-(inference.batching); those beyond the batch's budget wait and are told their place.
+(inference.engine_loop); those beyond the batch's budget wait and are told their place.
 """
 import asyncio
 import collections
@@ -102,7 +102,7 @@ class InferenceWorker:
             "waiting": sum(1 for s in streams if s.queue_position),
             "replies": dict(self.finished),
             "tokens": self.tokens,
-            "ready": self.engine.scheduler.healthy(),  # /healthz counts only ready workers
+            "ready": self.engine.loop.healthy(),  # /healthz counts only ready workers
         }
 
     async def _heartbeat(self):
@@ -122,7 +122,7 @@ class InferenceWorker:
     async def _restart_engine_if_dead(self):
         """A dead engine thread is announced at once (not ready: /healthz 503), then restarted
         after a backoff that grows while it keeps dying (1 s, 2 s, ... at most 60 s)."""
-        if self.engine.scheduler.healthy():
+        if self.engine.loop.healthy():
             return
         now = time.monotonic()
         self.engine_deaths = [t for t in self.engine_deaths if now - t < 600] + [now]
@@ -130,7 +130,7 @@ class InferenceWorker:
         log.error("the engine's scheduler thread died; restarting it in %s s", delay)
         await announce_worker(self.id, self.info(), ttl=delay + settings.CHAT_WORKER_HEARTBEAT * 3)
         await asyncio.sleep(delay)
-        self.engine.scheduler.restart()
+        self.engine.loop.restart()
         self.room.set()
 
     async def _housekeeping(self):
@@ -143,7 +143,7 @@ class InferenceWorker:
         """Take requests while the batch has room; the rest wait in the shared queue, in order."""
         while True:
             free = self.engine.config.max_batch_size - len(self.replies)
-            if not self.engine.scheduler.healthy():  # nothing is taken until the engine is back
+            if not self.engine.loop.healthy():  # nothing is taken until the engine is back
                 free = 0
             if free <= 0:
                 self.room.clear()

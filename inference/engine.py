@@ -3,9 +3,9 @@ from dataclasses import replace
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from . import packaged_model
-from .batching import BatchScheduler
 from .config import DEFAULT_MODEL, EngineConfig
 from .device import resolve_device, resolve_dtype
+from .engine_loop import EngineLoop
 from .errors import EngineError
 from .generation import ReplyStream
 from .prompt import build_prompt
@@ -48,9 +48,10 @@ class Engine:
         model_window = getattr(model.config, "max_position_embeddings", None) or 2048
         self.context_window = min(self.config.context_window or model_window, model_window)
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
-        self.scheduler = BatchScheduler(
+        self.loop = EngineLoop(
             model, tokenizer, self.stop_token_ids, max_batch_size=self.config.max_batch_size,
             max_cache_tokens=self.config.max_cache_tokens, prefill_chunk_tokens=self.config.prefill_chunk_tokens,
+            slot_tokens=self.context_window,
         )
 
     def params(self, **values):
@@ -72,7 +73,7 @@ class Engine:
         )
         stream = ReplyStream(prompt_ids, replace(params, max_new_tokens=max_new), dropped,
                              read_timeout=self.config.read_timeout)
-        return self.scheduler.submit(stream)
+        return self.loop.submit(stream)
 
     def reply(self, messages, params=None, system=None):
         return self.stream_reply(messages, params, system).text()

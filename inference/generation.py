@@ -1,32 +1,8 @@
-"""Sampling, and the reader's side of a reply: an iterator of text pieces fed by the scheduler."""
+"""A reply as its reader sees it: an iterator of text pieces fed by the engine's loop."""
 import queue
 import threading
 
-import torch
-
 from .errors import EngineError
-from .sampling import is_greedy
-
-
-def sample(logits, params, generator=None):
-    """Pick the next token id from one row of logits (shape [1, vocab]).
-    Raises EngineError when the model produced no usable numbers (NaN or infinite logits)."""
-    if is_greedy(params):
-        token = int(logits.argmax(dim=-1))
-        if not bool(torch.isfinite(logits[0, token])):
-            raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
-        return token
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
-    if not bool(torch.isfinite(probs).all()):
-        raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
-    if params.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # keep the smallest set whose mass reaches top_p (always at least the top token)
-        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= params.top_p
-        outside[..., 0] = False  # a top_p below float32's smallest number would otherwise drop them all
-        sorted_probs[outside] = 0.0
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 class Finished:
@@ -54,9 +30,13 @@ class ReplyStream:
         self.queue_position = 0  # > 0 while waiting for a place in the batch
         self._events = queue.Queue()
         self._cancelled = threading.Event()
+        self._on_cancel = None
 
     def cancel(self):
+        """Ask the engine to stop this reply (any thread); it ends with finish_reason 'cancelled'."""
         self._cancelled.set()
+        if self._on_cancel is not None:
+            self._on_cancel()
 
     @property
     def cancelled(self):
@@ -80,6 +60,16 @@ class ReplyStream:
         """Run to the end and return the whole reply."""
         return "".join(self)
 
-    # --- called by the scheduler thread ---
-    def _put(self, item):
-        self._events.put(item)
+    # --- the producer's side, called by the engine ---
+    def on_cancel(self, callback):
+        """Call `callback` (from the cancelling thread) when the reply is cancelled."""
+        self._on_cancel = callback
+
+    def push(self, piece):
+        self._events.put(piece)
+
+    def finish(self, reason):
+        self._events.put(Finished(reason))
+
+    def fail(self, error):
+        self._events.put(error)

@@ -62,7 +62,7 @@ def evaluate(config):
               "perplexity": perplexity(model, tokenizer, HELDOUT.read_text())}
     result["correct"] = sum(a["correct"] for a in result["answers"])
     result["seconds"] = round(time.monotonic() - started, 1)
-    engine.scheduler.close()
+    engine.loop.close()
     return result
 
 

@@ -1,7 +1,7 @@
 """Shared pieces for the engine tests: conversations, engines over the tiny model, waits, and faults."""
 import time
 
-from inference import Engine, EngineConfig, batching
+from inference import Engine, EngineConfig, engine_loop
 
 
 def user(text):
@@ -25,15 +25,13 @@ class KilledThread(BaseException):
 
 
 def fail_sampling(monkeypatch, seed, after, message):
-    """From its (after + 1)-th token on, sampling fails for the reply with this seed: a forced
-    failure of one row of the batch. Every other reply samples as usual."""
-    real_sample, sampled = batching.sample, {"tokens": 0}
+    """From its (after + 1)-th token on, handling the sampled token fails for the reply with this
+    seed: a forced failure of one row of the batch. Every other reply goes on as usual."""
+    real_accept = engine_loop.EngineLoop._accept
 
-    def sample(logits, params, generator=None):
-        if params.seed == seed:
-            sampled["tokens"] += 1
-            if sampled["tokens"] > after:
-                raise RuntimeError(message)
-        return real_sample(logits, params, generator)
+    def accept(self, reply, token, ok):
+        if reply.stream.params.seed == seed and reply.stream.completion_tokens >= after:
+            raise RuntimeError(message)
+        return real_accept(self, reply, token, ok)
 
-    monkeypatch.setattr(batching, "sample", sample)
+    monkeypatch.setattr(engine_loop.EngineLoop, "_accept", accept)

@@ -1,9 +1,11 @@
 """Continuous batching in the engine, on the tiny real model."""
 import time
+from unittest.mock import patch
 
 import pytest
 
-from inference import EngineError, SamplingParams
+from inference import Engine, EngineConfig, EngineError, SamplingParams
+from tests.chat_support import PacedModel
 from tests.engine_support import engine_with, user, wait_for
 
 PROMPTS = ["hello", "tell me a long story about a dragon and a knight", "2+2?", "write code"]
@@ -36,7 +38,7 @@ def test_a_reply_joins_a_running_batch_and_leaves_it_when_done(tiny_engine):
     alone = tiny_engine.stream_reply(user(PROMPTS[1]), SamplingParams(temperature=0, max_new_tokens=120))
     alone.text()
     assert long_one.token_ids == alone.token_ids
-    assert engine.scheduler.stats()["active"] == 0
+    assert engine.loop.stats()["active"] == 0
 
 
 def test_each_reply_keeps_its_own_sampling_parameters(tiny_engine):
@@ -110,3 +112,26 @@ def test_a_long_prompt_is_read_in_chunks_while_the_batch_keeps_streaming(tiny_en
     newcomer.text()
     running.cancel()
     running.text()
+
+
+def test_replies_arriving_together_share_every_forward_pass(tiny_engine):
+    model = PacedModel(tiny_engine.model)
+    engine = Engine(model, tiny_engine.tokenizer, EngineConfig(max_batch_size=8), name="tiny")
+    forwards = []
+    real_call = PacedModel.__call__
+    model.stalled.set()  # the first forward waits until the other three replies are in
+    params = SamplingParams(temperature=0, max_new_tokens=8)
+    with patch.object(PacedModel, "__call__", lambda self, **kw: forwards.append(kw["input_ids"].shape[1])
+                      or real_call(self, **kw)):
+        streams = [engine.stream_reply(user(PROMPTS[0]), params)]
+        wait_for(lambda: forwards)  # the first forward (its prompt alone) has started
+        streams += [engine.stream_reply(user(p), params) for p in PROMPTS[1:]]
+        model.stalled.clear()
+        for stream in streams:
+            stream.text()
+    # the next forward reads the other three prompts together and decodes the first reply; from
+    # then on each forward decodes every reply: 8 tokens each in 9 forwards, not one prompt per round
+    assert len(forwards) == 9, forwards
+    assert forwards[1] == 1 + sum(s.prompt_tokens for s in streams[1:])
+    prompts = sum(s.prompt_tokens for s in streams)
+    assert sum(forwards) == prompts + 4 * 7

@@ -45,7 +45,7 @@ async def test_concurrent_users_are_decoded_in_one_batch(tiny_engine, clean_redi
     engine.model.stalled.clear()
     peak = 0
     while any(s.finish_reason is None for s in engine.streams) or len(engine.streams) < 4:
-        peak = max(peak, engine.scheduler.stats()["active"])
+        peak = max(peak, engine.loop.stats()["active"])
         await asyncio.sleep(0.01)
     assert peak >= 3
     frames = [await receive_until(socket, "done", timeout=30) for socket in sockets]

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from inference import EngineError, InvalidParameters, SamplingParams
-from inference import batching
-from inference.generation import sample
+from inference import engine_loop
+from inference.sampler import sample_batch
 from tests.engine_support import KilledThread, engine_with, fail_sampling, user, wait_for
 
 
@@ -36,11 +36,15 @@ def test_a_vanishing_temperature_decodes_greedily_instead_of_dividing_into_nan(t
 
 
 def test_nan_logits_are_an_error_of_that_reply_not_a_random_token():
-    logits = torch.full((1, 10), float("nan"))
-    with pytest.raises(EngineError, match="invalid numbers"):
-        sample(logits, SamplingParams(temperature=0))
-    with pytest.raises(EngineError, match="invalid numbers"):
-        sample(logits, SamplingParams(temperature=0.7))
+    logits = torch.randn(4, 10)
+    logits[1] = float("nan")
+    logits[3, 2] = float("inf")
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0), SamplingParams(temperature=0.7),
+              SamplingParams(temperature=0.7)]
+    _, valid = sample_batch(logits, params, [None] * 4)
+    assert valid == [True, False, True, False]
+    _, valid = sample_batch(logits[:2], params[2:], [None] * 2)
+    assert valid == [True, False]
 
 
 def test_a_row_that_fails_ends_only_its_reply_and_keeps_its_text(tiny_engine, monkeypatch):
@@ -58,8 +62,8 @@ def test_a_row_that_fails_ends_only_its_reply_and_keeps_its_text(tiny_engine, mo
     assert len(doomed.token_ids) == 5 and "".join(pieces)  # what it said before failing was streamed
     healthy.text()
     assert (healthy.token_ids, healthy.finish_reason) == (alone.token_ids, "length")
-    wait_for(lambda: engine.scheduler.stats()["active"] == 0)  # both left the batch
-    assert engine.scheduler.healthy()
+    wait_for(lambda: engine.loop.stats()["active"] == 0)  # both left the batch
+    assert engine.loop.healthy()
     after = engine.stream_reply(user("hello"), params)
     after.text()
     assert after.token_ids == alone.token_ids
@@ -80,13 +84,13 @@ def test_a_reply_that_cannot_be_admitted_fails_alone(tiny_engine, monkeypatch):
                 return manual_seed(seed)
         return Refusing()
 
-    monkeypatch.setattr(batching.torch, "Generator", generator_refusing_seed_13)
+    monkeypatch.setattr(engine_loop.torch, "Generator", generator_refusing_seed_13)
     refused = engine.stream_reply(user("hi"), SamplingParams(temperature=1.0, max_new_tokens=5, seed=13))
     fine = engine.stream_reply(user("hi"), SamplingParams(temperature=0, max_new_tokens=5))
     _, error = read_until_failure(refused)
     assert "could not start" in error
     fine.text()
-    assert fine.finish_reason == "length" and engine.scheduler.healthy()
+    assert fine.finish_reason == "length" and engine.loop.healthy()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -95,23 +99,23 @@ def test_a_dead_scheduler_thread_is_reported_and_a_restart_serves_again(tiny_eng
     params = SamplingParams(temperature=0, max_new_tokens=8)
     first = engine.stream_reply(user("hi"), params)
     first.text()
-    assert engine.scheduler.healthy()
+    assert engine.loop.healthy()
 
     def killed(*_):
         raise KilledThread()
 
-    monkeypatch.setattr(engine.scheduler, "_round", killed)
+    monkeypatch.setattr(engine.loop, "_step", killed)
     victim = engine.stream_reply(user("hi"), SamplingParams(temperature=0, max_new_tokens=50))
     _, error = read_until_failure(victim)  # ended at once, not left to its read timeout
     assert "engine failed" in error
-    engine.scheduler._thread.join(timeout=10)
-    assert not engine.scheduler.healthy()
+    engine.loop._thread.join(timeout=10)
+    assert not engine.loop.healthy()
     with pytest.raises(EngineError, match="restarting"):
         engine.stream_reply(user("hi"), params)
 
     monkeypatch.undo()
-    assert engine.scheduler.restart() is True
-    assert engine.scheduler.healthy() and engine.scheduler.restart() is False
+    assert engine.loop.restart() is True
+    assert engine.loop.healthy() and engine.loop.restart() is False
     again = engine.stream_reply(user("hi"), params)
     again.text()
     assert (again.token_ids, again.finish_reason) == (first.token_ids, "length")

@@ -39,7 +39,7 @@ async def test_edge_of_type_frames_leave_another_users_reply_streaming_and_the_w
     assert alice_done["finish_reason"] == "length" and alice_done["usage"]["completion_tokens"] == 60
     fresh = await send_turn(alice, "And another?", conversation=alice_done["conversation"])
     assert fresh[-1]["finish_reason"] == "length"
-    assert worker.engine.scheduler.healthy()
+    assert worker.engine.loop.healthy()
     await alice.disconnect()
     await mallory.disconnect()
 
@@ -59,7 +59,7 @@ async def test_a_killed_engine_thread_turns_healthz_503_and_the_worker_restarts_
     def killed(*_):
         raise KilledThread()
 
-    monkeypatch.setattr(engine.scheduler, "_round", killed)
+    monkeypatch.setattr(engine.loop, "_step", killed)
     victim = await send_turn(socket, "This one dies with the thread", conversation=first[-1]["conversation"])
     assert victim[-1]["finish_reason"] == "error" and "engine failed" in victim[-1]["detail"]
     body = await wait_for_health(503)  # alive but unable to generate: not healthy

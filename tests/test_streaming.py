@@ -31,7 +31,7 @@ def test_it_stops_at_an_end_of_turn_token(tiny_engine, monkeypatch):
     probe.text()
     # Make a token this random model picks later an end-of-turn token, as a trained model's would be.
     k = next(i for i, t in enumerate(probe.token_ids) if i > 0 and t not in probe.token_ids[:i])
-    monkeypatch.setattr(tiny_engine.scheduler, "stop_token_ids", tiny_engine.stop_token_ids | {probe.token_ids[k]})
+    monkeypatch.setattr(tiny_engine.loop, "stop_token_ids", tiny_engine.stop_token_ids | {probe.token_ids[k]})
     stream = tiny_engine.stream_reply(user("hi"), seeded)
     text = stream.text()
     assert stream.finish_reason == "stop"

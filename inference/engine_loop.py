@@ -1,0 +1,211 @@
+"""The engine's loop: one thread owns the model and turns submitted replies into streamed tokens.
+
+Each step: the scheduler (inference.scheduler) plans which replies decode and which prompt
+chunks are read; the model runner (inference.model_runner) executes the plan in one forward
+pass over a preallocated KV cache; the sampler (inference.sampler) picks every sampled row's
+next token at once; the loop streams them and tells the scheduler which replies ended.
+
+Failures stay as small as they can: a reply that cannot start, or whose token cannot be
+handled, fails alone; a failed forward fails the replies in that step; only a bug kills the
+thread, which healthy() then reports and restart() replaces.
+"""
+import atexit
+import logging
+import threading
+
+import torch
+
+from .detokenizer import IncrementalDetokenizer
+from .errors import EngineError
+from .model_runner import ModelRunner
+from .sampler import sample_batch
+from .scheduler import Scheduler, Sequence
+
+log = logging.getLogger(__name__)
+
+
+class _Reply:
+    """What the loop keeps per reply besides the scheduler's Sequence."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.sequence = Sequence(stream.prompt_ids, stream.params.max_new_tokens, owner=self)
+        self.sequence.token_ids = stream.token_ids  # one list: what the reader sees is what the model was fed
+        self.detokenizer = None
+        self.generator = None  # seeded replies draw from their own generator
+
+    def start(self, tokenizer, device):
+        self.detokenizer = IncrementalDetokenizer(tokenizer)
+        if self.stream.params.seed is not None:
+            self.generator = torch.Generator(device=device).manual_seed(self.stream.params.seed)
+
+
+class EngineLoop:
+    def __init__(self, model, tokenizer, stop_token_ids, *, max_batch_size, max_cache_tokens, prefill_chunk_tokens,
+                 slot_tokens):
+        self.model, self.tokenizer, self.stop_token_ids = model, tokenizer, stop_token_ids
+        self.device = next(model.parameters()).device
+        self.max_batch_size, self.slot_tokens = max_batch_size, slot_tokens
+        self.scheduler = Scheduler(max_slots=max_batch_size, max_cache_tokens=max_cache_tokens,
+                                   prefill_tokens=prefill_chunk_tokens, slot_tokens=slot_tokens)
+        self.runner = None  # built on first use: the KV cache is allocated then
+        self._wake = threading.Condition()  # guards the scheduler; wakes the thread
+        self._thread = None
+        self._closed = False
+
+    # --- any thread ---
+    def submit(self, stream):
+        reply = _Reply(stream)
+        with self._wake:
+            if self._closed:
+                raise EngineError("the engine is shut down")
+            if not self.healthy():
+                raise EngineError("the engine failed and is restarting; try again in a moment")
+            self.scheduler.add(reply.sequence)  # refuses a reply that could never fit
+            stream.on_cancel(self._notify)
+            if self._thread is None:
+                self._start_thread()
+                # stop the thread before the interpreter tears torch down under it (else: abort at exit)
+                atexit.register(self.close)
+            self._update_positions()
+            self._wake.notify()
+        return stream
+
+    def healthy(self):
+        """False once the loop thread has died (until restart()); True before it first starts."""
+        return self._thread is None or self._thread.is_alive() or self._closed
+
+    def restart(self):
+        """Start a new loop thread after the old one died (which ended every reply it held)."""
+        with self._wake:
+            if self.healthy():
+                return False
+            self._start_thread()
+            self._update_positions()
+        log.warning("engine loop restarted")
+        return True
+
+    def close(self):
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+    def stats(self):
+        with self._wake:
+            running = self.scheduler.running
+            return {"active": len(running), "prefilling": sum(not s.prompt_done for s in running),
+                    "waiting": len(self.scheduler.waiting), "cache_tokens": self.scheduler.reserved_tokens()}
+
+    def _notify(self):
+        with self._wake:
+            self._wake.notify()
+
+    def _start_thread(self):
+        self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
+        self._thread.start()
+
+    # --- the loop thread ---
+    def _run(self):
+        try:
+            with torch.inference_mode():
+                if self.runner is None:
+                    self.runner = ModelRunner(self.model, self.max_batch_size, self.slot_tokens)
+                while self._next_plan_or_close():
+                    self._step()
+        except BaseException:
+            # Only a bug gets here (every reply's failure is caught in _step). The thread ends and
+            # healthy() says so; the owner (the worker) calls restart().
+            log.critical("the engine loop died", exc_info=True)
+            with self._wake:
+                for sequence in list(self.scheduler.running) + list(self.scheduler.waiting):
+                    self._end(sequence.owner, error=EngineError("the engine failed; this reply was stopped"))
+            raise
+
+    def _next_plan_or_close(self):
+        with self._wake:
+            while not self._closed and not len(self.scheduler):
+                self._wake.wait()
+            return not self._closed
+
+    def _step(self):
+        with self._wake:
+            self._end_cancelled()
+            plan = self.scheduler.schedule()
+            self._update_positions()
+            for chunk in [c for c in plan.prefill if c.start == 0]:
+                if not self._start(chunk.sequence.owner):
+                    plan.prefill.remove(chunk)
+        if not plan:
+            return
+        try:
+            sequences, logits = self.runner.run(plan)
+            tokens, valid = sample_batch(logits, [s.owner.stream.params for s in sequences],
+                                         [s.owner.generator for s in sequences])
+        except Exception as exc:  # a failed forward ends the replies in it, never the thread
+            log.exception("generation step failed")
+            with self._wake:
+                for sequence in plan.decode + [chunk.sequence for chunk in plan.prefill]:
+                    self._end(sequence.owner, error=EngineError(f"generation failed: {exc}"))
+            return
+        for sequence, token, ok in zip(sequences, tokens, valid):
+            try:
+                self._accept(sequence.owner, token, ok)
+            except Exception as exc:  # this row's token could not be handled: only this reply ends
+                log.exception("reply failed in decode")
+                with self._wake:
+                    self._end(sequence.owner, error=EngineError(f"generation failed: {exc}"))
+
+    def _start(self, reply):
+        try:
+            reply.start(self.tokenizer, self.device)
+            return True
+        except Exception as exc:  # this reply cannot start; the others can
+            log.exception("starting a reply failed")
+            self._end(reply, error=EngineError(f"the reply could not start: {exc}"))
+            return False
+
+    def _accept(self, reply, token, ok):
+        """Stream one sampled token, or end the reply (stop token, length, invalid numbers)."""
+        stream, sequence = reply.stream, reply.sequence
+        if not ok:
+            raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
+        if token in self.stop_token_ids:
+            return self._finish(reply, "stop")
+        stream.token_ids.append(token)
+        stream.completion_tokens += 1
+        piece = reply.detokenizer.add(token)
+        if piece:
+            stream.push(piece)
+        if stream.completion_tokens >= stream.params.max_new_tokens:
+            self._finish(reply, "length")
+
+    def _finish(self, reply, reason):
+        tail = reply.detokenizer.flush() if reply.detokenizer else ""
+        if tail:
+            reply.stream.push(tail)
+        with self._wake:
+            self._end(reply, reason=reason)
+
+    def _end(self, reply, reason=None, error=None):
+        """Take the reply out of the scheduler and close its stream (called holding the lock)."""
+        self.scheduler.remove(reply.sequence)
+        if error is not None:
+            reply.stream.fail(error)
+        else:
+            reply.stream.finish(reason)
+
+    def _end_cancelled(self):
+        for sequence in [s for s in list(self.scheduler.waiting) + self.scheduler.running if s.owner.stream.cancelled]:
+            reply = sequence.owner
+            tail = reply.detokenizer.flush() if reply.detokenizer else ""
+            if tail:
+                reply.stream.push(tail)
+            self._end(reply, reason="cancelled")
+
+    def _update_positions(self):
+        for sequence, position in self.scheduler.queue_positions().items():
+            sequence.owner.stream.queue_position = position
+        for sequence in self.scheduler.running:
+            sequence.owner.stream.queue_position = 0
