@@ -19,3 +19,4 @@ class EngineConfig:
     max_cache_tokens: int = 65536  # KV-cache budget: prompt + max_new_tokens reserved per reply
     prefill_chunk_tokens: int = 256  # a long prompt is read this many tokens per scheduling round
     read_timeout: float = 600.0  # a reader gives up after this long without a piece
+    cuda_graphs: str = "auto"  # "auto": decode steps replayed as CUDA graphs on a GPU; "off"; "eager" (tests)

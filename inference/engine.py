@@ -1,4 +1,7 @@
+import os
 from dataclasses import replace
+
+import torch
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,6 +33,8 @@ def load_model(config):
     if tokenizer.chat_template is None:
         raise EngineError(f"model {config.model!r} has no chat template; use a chat/instruct model")
     model = model.to(device).eval()
+    if device.type == "cpu":  # one thread per core this process may use (a container may allow fewer)
+        torch.set_num_threads(min(torch.get_num_threads(), len(os.sched_getaffinity(0))))
     if config.quantize == "int8":
         model, name = quantize_int8(model), f"{name} (int8)"
     return model, tokenizer, name
@@ -51,7 +56,7 @@ class Engine:
         self.loop = EngineLoop(
             model, tokenizer, self.stop_token_ids, max_batch_size=self.config.max_batch_size,
             max_cache_tokens=self.config.max_cache_tokens, prefill_chunk_tokens=self.config.prefill_chunk_tokens,
-            slot_tokens=self.context_window,
+            slot_tokens=self.context_window, cuda_graphs=self.config.cuda_graphs,
         )
 
     def params(self, **values):

@@ -12,6 +12,7 @@ thread, which healthy() then reports and restart() replaces.
 import atexit
 import logging
 import threading
+import time
 
 import torch
 
@@ -42,14 +43,16 @@ class _Reply:
 
 class EngineLoop:
     def __init__(self, model, tokenizer, stop_token_ids, *, max_batch_size, max_cache_tokens, prefill_chunk_tokens,
-                 slot_tokens):
+                 slot_tokens, cuda_graphs="auto"):
         self.model, self.tokenizer, self.stop_token_ids = model, tokenizer, stop_token_ids
         self.device = next(model.parameters()).device
-        self.max_batch_size, self.slot_tokens = max_batch_size, slot_tokens
+        self.max_batch_size, self.slot_tokens, self.cuda_graphs = max_batch_size, slot_tokens, cuda_graphs
         self.scheduler = Scheduler(max_slots=max_batch_size, max_cache_tokens=max_cache_tokens,
                                    prefill_tokens=prefill_chunk_tokens, slot_tokens=slot_tokens)
         self.runner = None  # built on first use: the KV cache is allocated then
         self._wake = threading.Condition()  # guards the scheduler; wakes the thread
+        # where the loop's time goes (the forward is asynchronous on a GPU: its wait shows under sample)
+        self.timings = {"steps": 0, "tokens": 0, "schedule_s": 0.0, "forward_s": 0.0, "sample_s": 0.0, "stream_s": 0.0}
         self._thread = None
         self._closed = False
 
@@ -111,7 +114,7 @@ class EngineLoop:
         try:
             with torch.inference_mode():
                 if self.runner is None:
-                    self.runner = ModelRunner(self.model, self.max_batch_size, self.slot_tokens)
+                    self.runner = ModelRunner(self.model, self.max_batch_size, self.slot_tokens, self.cuda_graphs)
                 while self._next_plan_or_close():
                     self._step()
         except BaseException:
@@ -130,6 +133,7 @@ class EngineLoop:
             return not self._closed
 
     def _step(self):
+        started = time.perf_counter()
         with self._wake:
             self._end_cancelled()
             plan = self.scheduler.schedule()
@@ -140,9 +144,12 @@ class EngineLoop:
         if not plan:
             return
         try:
+            scheduled = time.perf_counter()
             sequences, logits = self.runner.run(plan)
+            ran = time.perf_counter()
             tokens, valid = sample_batch(logits, [s.owner.stream.params for s in sequences],
                                          [s.owner.generator for s in sequences])
+            sampled = time.perf_counter()
         except Exception as exc:  # a failed forward ends the replies in it, never the thread
             log.exception("generation step failed")
             with self._wake:
@@ -156,6 +163,13 @@ class EngineLoop:
                 log.exception("reply failed in decode")
                 with self._wake:
                     self._end(sequence.owner, error=EngineError(f"generation failed: {exc}"))
+        timings = self.timings
+        timings["steps"] += 1
+        timings["tokens"] += plan.tokens
+        timings["schedule_s"] += scheduled - started
+        timings["forward_s"] += ran - scheduled
+        timings["sample_s"] += sampled - ran
+        timings["stream_s"] += time.perf_counter() - sampled
 
     def _start(self, reply):
         try:

@@ -1,7 +1,8 @@
 """The batch's KV cache: preallocated keys and values, one row (slot) per running reply.
 
 A reply takes a free slot when it is admitted and gives it back when it ends; nothing is
-copied when the batch changes. A slot holds `capacity` positions; capacity starts small and
+copied when the batch changes. One extra row (`scratch`) takes the writes of the padding rows
+of fixed-shape decode steps (inference.static_decode). A slot holds `capacity` positions; capacity starts small and
 doubles (one copy, a handful of times in a process's life) when a reply needs more, up to
 `max_capacity` (the engine's context window), so memory follows the longest reply served.
 """
@@ -16,6 +17,7 @@ class SlotCache:
         self.head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
         self.layers = text_config.num_hidden_layers
         self.slots, self.device, self.dtype = slots, device, dtype
+        self.rows, self.scratch = slots + 1, slots
         self.max_capacity = max_capacity
         self.capacity = min(capacity, max_capacity)
         self.keys = [self._empty(self.capacity) for _ in range(self.layers)]
@@ -43,8 +45,8 @@ class SlotCache:
         self.values[layer][slots, :, positions] = values[0].transpose(0, 1)
 
     def bytes(self):
-        per_tensor = self.slots * self.kv_heads * self.capacity * self.head_dim * self.keys[0].element_size()
+        per_tensor = self.rows * self.kv_heads * self.capacity * self.head_dim * self.keys[0].element_size()
         return 2 * self.layers * per_tensor
 
     def _empty(self, capacity):
-        return torch.zeros(self.slots, self.kv_heads, capacity, self.head_dim, device=self.device, dtype=self.dtype)
+        return torch.zeros(self.rows, self.kv_heads, capacity, self.head_dim, device=self.device, dtype=self.dtype)

@@ -1,10 +1,11 @@
-"""Does int8 keep the model's quality? A rerunnable gate: int8 against fp32 on the same weights.
+"""Does a faster precision keep the model's quality? A rerunnable gate: each candidate (bf16,
+int8) against fp32 on the same weights, on the CPU.
 
-    python -m inference.quality_gate [--model default] [--out docs/quality-gate.json]
+    python -m inference.quality_gate [--model default] [--candidates bfloat16,int8] [--out docs/quality-gate.json]
 
 It asks a fixed set of questions with known answers (greedy decoding) and measures the
-perplexity of a held-out text. int8 passes when its perplexity is within 5% of fp32's and
-it answers correctly every question fp32 answers correctly.
+perplexity of a held-out text. A candidate passes when its perplexity is within 5% of fp32's
+and it answers correctly every question fp32 answers correctly.
 """
 import argparse
 import json
@@ -66,36 +67,43 @@ def evaluate(config):
     return result
 
 
-def run(config):
-    base = replace(config, device="cpu", dtype="float32")
-    fp32, int8 = evaluate(replace(base, quantize="none")), evaluate(replace(base, quantize="int8"))
-    regressions = [a["question"] for a, b in zip(fp32["answers"], int8["answers"]) if a["correct"] and not b["correct"]]
-    ratio = int8["perplexity"] / fp32["perplexity"]
-    return {
-        "fp32": fp32, "int8": int8, "perplexity_ratio": round(ratio, 4), "max_perplexity_ratio": MAX_PPL_RATIO,
-        "int8_regressions": regressions, "passed": ratio <= MAX_PPL_RATIO and not regressions,
-    }
+CANDIDATES = {"bfloat16": {"dtype": "bfloat16"}, "int8": {"quantize": "int8"}}
+
+
+def run(config, candidates=tuple(CANDIDATES)):
+    base = replace(config, device="cpu", dtype="float32", quantize="none")
+    fp32 = evaluate(base)
+    report = {"fp32": fp32, "max_perplexity_ratio": MAX_PPL_RATIO, "candidates": {}}
+    for name in candidates:
+        result = evaluate(replace(base, **CANDIDATES[name]))
+        result["regressions"] = [a["question"] for a, b in zip(fp32["answers"], result["answers"])
+                                 if a["correct"] and not b["correct"]]
+        result["perplexity_ratio"] = round(result["perplexity"] / fp32["perplexity"], 4)
+        result["passed"] = result["perplexity_ratio"] <= MAX_PPL_RATIO and not result["regressions"]
+        report["candidates"][name] = result
+    return report
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated: bfloat16, int8")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args()
     config = EngineConfig(model=args.model)
     if args.cache_dir:
         config = replace(config, cache_dir=Path(args.cache_dir))
-    report = run(config)
-    for kind in ("fp32", "int8"):
-        r = report[kind]
-        print(f"{kind}: {r['correct']}/{len(QUESTIONS)} answers correct, perplexity {r['perplexity']:.3f}")
-    print(f"perplexity ratio int8/fp32: {report['perplexity_ratio']:.4f} (limit {MAX_PPL_RATIO})")
-    print("regressions:", report["int8_regressions"] or "none")
-    print("PASSED" if report["passed"] else "FAILED")
+    report = run(config, [c for c in args.candidates.split(",") if c])
+    fp32 = report["fp32"]
+    print(f"fp32: {fp32['correct']}/{len(QUESTIONS)} answers correct, perplexity {fp32['perplexity']:.3f}")
+    for name, r in report["candidates"].items():
+        print(f"{name}: {r['correct']}/{len(QUESTIONS)} answers correct, perplexity {r['perplexity']:.3f} "
+              f"(ratio {r['perplexity_ratio']:.4f}, limit {MAX_PPL_RATIO}); regressions: {r['regressions'] or 'none'}; "
+              f"{'PASSED' if r['passed'] else 'FAILED'}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    raise SystemExit(0 if report["passed"] else 1)
+    raise SystemExit(0 if all(r["passed"] for r in report["candidates"].values()) else 1)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Batched sampling: the batch's logits in, the batch's next tokens out, in one go on the device.
 
-Each row keeps its own temperature, top-p and seed. A token is drawn as argmax(p / E) with E
-exponential noise (the "exponential race", equivalent to drawing from p); a seeded row draws
-its noise from its own generator, so it picks the same tokens whether it runs alone or in a
-full batch. The only device-to-host transfer is the final list of tokens and validity flags.
+Each row keeps its own temperature, top-p and seed. A token is drawn by inverse transform:
+one uniform number u per row, and the first token whose cumulative probability reaches u
+times the row's mass. A seeded row draws its u from its own generator, so it picks the same
+tokens whether it runs alone or in a full batch. The only device-to-host transfer is the
+final list of tokens and validity flags.
 """
 import torch
 
 from .sampling import is_greedy
+
+TOP_P_CANDIDATES = 1024
 
 
 def sample_batch(logits, params, generators):
@@ -26,13 +29,14 @@ def sample_batch(logits, params, generators):
         probs = torch.softmax(logits / temperatures[:, None], dim=-1)
         if any(p.top_p < 1.0 for p in params):
             probs = _keep_top_p(probs, torch.tensor([p.top_p if p.top_p < 1.0 else 2.0 for p in params], device=device))
-        noise = torch.empty_like(probs).exponential_()
+        uniform = torch.rand(len(params), device=device)
         for row, generator in enumerate(generators):
             if generator is not None:
-                noise[row].exponential_(generator=generator)
-        # a zero draw would turn p / E into inf (or NaN where p is 0) and win the race unfairly
-        noise.clamp_min_(torch.finfo(noise.dtype).tiny)
-        sampled = (probs / noise).argmax(dim=-1)
+                uniform[row] = torch.rand(1, generator=generator, device=device)[0]
+        cumulative = probs.cumsum(dim=-1)
+        # 1 - u lies in (0, 1]: the target is above zero, so the token found has a probability above zero
+        target = (1.0 - uniform) * cumulative[:, -1]
+        sampled = torch.searchsorted(cumulative, target[:, None]).clamp_max_(probs.shape[-1] - 1)[:, 0]
         greedy_rows = torch.tensor(greedy, device=device)
         tokens = torch.where(greedy_rows, greedy_tokens, sampled)
         valid = torch.where(greedy_rows, valid, torch.isfinite(probs).all(dim=-1))
@@ -42,9 +46,21 @@ def sample_batch(logits, params, generators):
 
 def _keep_top_p(probs, top_p):
     """Zero every token outside the smallest set whose mass reaches the row's top_p (the top
-    token always stays: a top_p below float32's smallest number would otherwise drop them all)."""
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    token always stays: a top_p below float32's smallest number would otherwise drop them all).
+    Rows with top_p >= 1 are left whole. On the CPU the set is looked for among the
+    TOP_P_CANDIDATES most likely tokens first (a partial sort, many times cheaper than sorting
+    the vocabulary, and exact whenever their mass reaches top_p); a GPU sorts the whole
+    vocabulary at once rather than wait for that check."""
+    filtered = top_p < 1.0
+    sorted_probs = None
+    if probs.device.type == "cpu":
+        sorted_probs, order = probs.topk(min(TOP_P_CANDIDATES, probs.shape[-1]), dim=-1)
+        if not bool(((sorted_probs.sum(dim=-1) >= top_p) | ~filtered).all()):
+            sorted_probs = None
+    if sorted_probs is None:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
     outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p[:, None]
     outside[:, 0] = False
     sorted_probs[outside] = 0.0
-    return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    kept = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.where(filtered[:, None], kept, probs)

@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+import torch
 import websockets
 from django.utils.html import escape
 
@@ -35,7 +36,7 @@ def test_healthz_is_503_until_a_worker_has_loaded_the_model_then_200(tmp_path, d
         stack.wait_healthy(timeout=120)
         body = json.loads(urllib.request.urlopen(stack.base_url + "/healthz").read())
         assert body["status"] == "ok" and body["model"] == "qwen2.5-coder-0.5b-instruct"
-        assert body["workers"][0]["device"] == "cpu"
+        assert body["workers"][0]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
         # The model was converted once before; this start loaded the cache without converting.
         assert "Converting default model" not in stack.log("worker")
     finally:
