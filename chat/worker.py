@@ -62,7 +62,7 @@ class InferenceWorker:
         self.started = time.time()
         self.finished = collections.Counter()  # finish reason -> replies, for /metrics
         self.tokens = 0
-        self.engine_deaths = []  # when its scheduler thread died, for the restart backoff
+        self.engine_deaths = []  # when its engine loop thread died, for the restart backoff
 
     async def run(self, stop_event):
         """Serve until stop_event is set; replies in progress are cancelled and stored."""
@@ -127,7 +127,7 @@ class InferenceWorker:
         now = time.monotonic()
         self.engine_deaths = [t for t in self.engine_deaths if now - t < 600] + [now]
         delay = min(60, 2 ** (len(self.engine_deaths) - 1))
-        log.error("the engine's scheduler thread died; restarting it in %s s", delay)
+        log.error("the engine's loop thread died; restarting it in %s s", delay)
         await announce_worker(self.id, self.info(), ttl=delay + settings.CHAT_WORKER_HEARTBEAT * 3)
         await asyncio.sleep(delay)
         self.engine.loop.restart()

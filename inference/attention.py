@@ -6,7 +6,7 @@ which reply each token belongs to. We register an attention function with transf
 that does this, given a StepLayout passed in place of the attention mask: it writes each
 token's key and value into its reply's cache slot, then attends
   - for all decode tokens at once: one query per slot row against the cache rows, with a
-    mask of each row's length;
+    mask of each row's length (each kv head's query heads folded together);
   - for each prompt chunk: its queries against its own slot, causally.
 Called with an ordinary mask (plain `model.generate`), it is transformers' SDPA attention.
 """
@@ -84,12 +84,16 @@ def slot_attention(module, query, key, value, attention_mask, scaling=None, drop
     keys, values = cache.keys[layer], cache.values[layer]
     outputs = []
     if layout.decode_count:
+        # One query per row: fold each kv head's group of query heads into the query-length axis
+        # (as transformers does for single-token decode), so SDPA needs no GQA expansion of the cache.
         rows, kv_length = layout.decode_rows, layout.decode_mask.shape[-1]
-        queries = query.new_zeros(rows, query.shape[1], 1, query.shape[3])
-        queries[layout.decode_slots] = query[0, :, : layout.decode_count].transpose(0, 1).unsqueeze(2)
+        heads, kv_heads, head_dim = query.shape[1], keys.shape[1], query.shape[3]
+        decoded = query[0, :, : layout.decode_count].transpose(0, 1).reshape(-1, kv_heads, heads // kv_heads, head_dim)
+        queries = query.new_zeros(rows, kv_heads, heads // kv_heads, head_dim)
+        queries[layout.decode_slots] = decoded
         out = scaled_dot_product_attention(queries, keys[:rows, :, :kv_length], values[:rows, :, :kv_length],
-                                           attn_mask=layout.decode_mask, scale=scaling, enable_gqa=True)
-        outputs.append(out[layout.decode_slots, :, 0].transpose(0, 1).unsqueeze(0))
+                                           attn_mask=layout.decode_mask, scale=scaling)
+        outputs.append(out[layout.decode_slots].reshape(-1, heads, head_dim).transpose(0, 1).unsqueeze(0))
     for chunk in layout.chunks:
         end = chunk.start + chunk.length
         out = scaled_dot_product_attention(
