@@ -10,7 +10,10 @@ export PATH := $(BIN):$(PATH)
 run: setup redis
 	supervisord -c supervisord.conf
 
+# The page's JavaScript tests use Node's own runner (no npm install, no build step), then pytest.
 test: setup redis browser
+	@command -v node >/dev/null || { echo "Install Node.js 20 or later for the page's JavaScript tests (apt-get install nodejs)"; exit 1; }
+	node --test static/chat/tests/
 	python -m pytest $(PYTEST_ARGS)
 
 # Flake hunting: the whole-stack and browser tests N times over (rounds of the whole set, one after
