@@ -12,10 +12,9 @@ from django.conf import settings
 from django.http import HttpResponse
 
 from . import request_queue, turns
-from .dispatch import abandoned_detail
+from .lifecycle import abandoned_detail, fail_if_abandoned
 from .live_state import release_window_slot, take_window_slot
 from .models import GUEST_SESSION_KEY, guest_key
-from .replies import fail_if_abandoned
 from .turns import ProtocolError
 
 

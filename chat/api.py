@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from inference.sampling import InvalidParameters
 
 from . import admission, metrics, turns
-from .dispatch import NO_WORKER, dispatch, follow, request_stop
+from .lifecycle import NO_WORKER, dispatch, follow, request_stop
 from .live_state import live_workers
 from .models import ApiKey, Owner
 from .turns import ProtocolError
@@ -136,23 +136,22 @@ def _params(body, system):
 
 
 async def _start(request, owner, messages, params, kind):
-    """Admit and store the conversation, and queue its reply; returns (conversation, reply, entry id)."""
+    """Admit and store the conversation, and queue its reply; returns (conversation, reply)."""
     try:
         conversation, reply = await admission.admit_turn(owner, admission.http_client_address(request), None, turns.start_api_turn,
                                                          messages, params)
     except ProtocolError as exc:
         raise _refusal(exc) from None
     metrics.TURNS.labels(kind).inc()
-    entry_id = await dispatch(owner.key, conversation.pk, reply)
-    if entry_id is None:
+    if await dispatch(owner.key, conversation.pk, reply) is None:
         raise ApiError(503, NO_WORKER, kind="server_error", code="no_worker")
-    return conversation, reply, entry_id
+    return conversation, reply
 
 
-async def _collect(owner, reply, entry_id):
+async def _collect(owner, reply):
     text, done = [], None
     try:
-        async for event in follow(owner.key, reply.pk, entry_id):
+        async for event in follow(owner.key, reply.pk):
             if event["type"] == "chat.token":
                 text.append(event["text"])
             elif event["type"] == "chat.done":
@@ -179,15 +178,15 @@ async def chat_completions(request):
         messages = _messages(body)
         system = "\n".join(m["content"] for m in messages if m["role"] == "system") or None
         params = _params(body, system)
-        conversation, reply, entry_id = await _start(request, owner, messages, params, "api")
+        conversation, reply = await _start(request, owner, messages, params, "api")
         model, created, completion_id = await _model_name(), int(time.time()), f"chatcmpl-{reply.pk}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = _sse(owner, reply, entry_id, completion_id, created, model, include_usage)
+            events = _sse(owner, reply, completion_id, created, model, include_usage)
             response = StreamingHttpResponse(events, content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
             return response
-        text, done = await _collect(owner, reply, entry_id)
+        text, done = await _collect(owner, reply)
     except ApiError as exc:
         return exc.response()
     return JsonResponse({
@@ -198,7 +197,7 @@ async def chat_completions(request):
     })
 
 
-async def _sse(owner, reply, entry_id, completion_id, created, model, include_usage):
+async def _sse(owner, reply, completion_id, created, model, include_usage):
     def chunk(delta, finish_reason=None, **extra):
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
@@ -207,7 +206,7 @@ async def _sse(owner, reply, entry_id, completion_id, created, model, include_us
     finished = False
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in follow(owner.key, reply.pk, entry_id):
+        async for event in follow(owner.key, reply.pk):
             if event["type"] == "chat.token":
                 yield chunk({"content": event["text"]})
             elif event["type"] == "chat.done":
@@ -263,8 +262,8 @@ async def generate(request):
                            f"{settings.CHAT_MAX_MESSAGE_CHARS} (CHAT_MAX_MESSAGE_CHARS)", code="too_large")
         owner = await _owner(request, guests_allowed=True)
         params = _params(body, body.get("system") if isinstance(body.get("system"), str) else None)
-        _, reply, entry_id = await _start(request, owner, [{"role": "user", "content": prompt}], params, "generate")
-        text, done = await _collect(owner, reply, entry_id)
+        _, reply = await _start(request, owner, [{"role": "user", "content": prompt}], params, "generate")
+        text, done = await _collect(owner, reply)
     except ApiError as exc:
         return exc.response()
     return JsonResponse({"text": text, "finish_reason": done["finish_reason"], "usage": _usage(done)})

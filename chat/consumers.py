@@ -1,7 +1,7 @@
 """ChatConsumer: the WebSocket side of the protocol in docs/protocol.md (version 1).
 
 It authorises and stores turns, hands generation to the inference workers through the shared
-request queue (chat.dispatch), and relays the workers' events, which arrive on the user's
+request queue (chat.lifecycle), and relays the workers' events, which arrive on the user's
 channel-layer group, to every socket of the user. Nothing here blocks the
 event loop: ORM work goes through database_sync_to_async, and torch is never imported.
 """
@@ -18,16 +18,14 @@ from redis.exceptions import RedisError
 from inference.sampling import InvalidParameters
 
 from . import admission, metrics, turns
-from .dispatch import NO_WORKER, abandoned_detail, dispatch, keep_queued_alive, request_stop
+from .lifecycle import NO_WORKER, dispatch, request_stop, user_group
 from .live_state import ConversationHistory, LiveReply
 from .models import Owner
-from .replies import fail_if_abandoned, user_group
 from .turns import ProtocolError
 
 log = logging.getLogger(__name__)
-WATCHDOG_INTERVAL = 1.0
 JOIN_TIMEOUT = 5.0
-REJOIN_EVERY = 30  # watchdog rounds between re-joining the user's group (survives a Redis restart)
+REJOIN_INTERVAL = 30.0  # seconds between re-joining the user's group (membership survives a Redis restart)
 MAX_TITLE_CHARS = 200
 MAX_ID = 2**63 - 1  # the database's bigint: a larger id cannot exist, and would overflow the query
 
@@ -55,15 +53,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                                   "detail": "the service's Redis is unavailable; reconnecting"})
             await self.close(code=4503)  # service unavailable: try again later
             return
-        self.watched = {}  # reply id -> its queue entry id until a worker reports on it, then None
         self.timings = {}  # reply id -> metrics.TurnTiming, for the turns this socket started
-        self.watchdog = asyncio.create_task(self._watch_replies())
+        self.rejoin = asyncio.create_task(self._rejoin_group())
 
     async def disconnect(self, code):
         for timing in getattr(self, "timings", {}).values():
             timing.close()
-        if getattr(self, "watchdog", None):
-            self.watchdog.cancel()
+        if getattr(self, "rejoin", None):
+            self.rejoin.cancel()
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -121,8 +118,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_regenerate(self, frame):
         conversation_id = _conversation_field(frame)
         params = _params_field(frame, conversation_id) if "params" in frame else None
-        conversation, reply = await self._admit(conversation_id, turns.start_regeneration, conversation_id, params)
+        conversation, answered, reply, replaced = await self._admit(
+            conversation_id, turns.start_regeneration, conversation_id, params)
         await ConversationHistory(self.owner.key, conversation.pk).invalidate()
+        await self.send_json({"type": "ack", "conversation": conversation.pk, "message": answered.pk,
+                              "reply": reply.pk, "replaces": replaced})
         await self._announce_turn(conversation.pk, None, reply.pk)
         await self._dispatch(conversation.pk, reply, frame["type"])
 
@@ -203,7 +203,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # --- events from the worker and other sockets (channel layer) ----------------------
     async def chat_token(self, event):
-        self.watched[event["message"]] = None  # a worker has it
         if event["message"] in self.timings:
             self.timings[event["message"]].token()
         await self._relay(event)
@@ -212,7 +211,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._relay(event)
 
     async def chat_done(self, event):
-        self.watched.pop(event["message"], None)
         timing = self.timings.pop(event["message"], None)
         if timing:  # counted once, by the socket that started the turn
             timing.done(event)
@@ -254,38 +252,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_send(self.group, event)
 
     async def _dispatch(self, conversation_id, reply, kind):
-        """Hand the reply to the workers, or end it at once with no_worker when none is running."""
+        """Hand the reply to the workers (chat.lifecycle watches it from there), or end it at once with
+        no_worker when none is running."""
         metrics.TURNS.labels(kind).inc()
-        entry_id = await dispatch(self.owner.key, conversation_id, reply)
-        if entry_id is None:
+        if await dispatch(self.owner.key, conversation_id, reply) is None:
             await self.send_json({"type": "error", "code": "no_worker", "detail": NO_WORKER,
                                   "conversation": conversation_id})
             return
-        self.watched[reply.pk] = entry_id
         self.timings[reply.pk] = metrics.TurnTiming()
 
-    async def _watch_replies(self):
-        """Report the place in line of replies no worker has taken yet, and end replies whose
-        worker went quiet (their liveness key in Redis expired)."""
-        rounds, positions = 0, {}
+    async def _rejoin_group(self):
         while True:
-            await asyncio.sleep(WATCHDOG_INTERVAL)
-            rounds += 1
-            if rounds % REJOIN_EVERY == 0:
+            await asyncio.sleep(REJOIN_INTERVAL)
+            try:
                 await self.channel_layer.group_add(self.group, self.channel_name)
-            for reply_id, entry_id in list(self.watched.items()):
-                try:
-                    if entry_id is not None:
-                        position = await keep_queued_alive(reply_id, entry_id)
-                        if position and positions.get(reply_id) != position:
-                            positions[reply_id] = position
-                            await self.channel_layer.group_send(self.group, {
-                                "type": "chat.queued", "conversation": await _db(turns.conversation_of)(reply_id),
-                                "message": reply_id, "position": position})
-                    if await fail_if_abandoned(reply_id, abandoned_detail(entry_id is None)):
-                        self.watched.pop(reply_id, None)
-                except Exception:
-                    log.exception("watchdog failed for reply %s", reply_id)
+            except (RedisError, OSError):
+                log.warning("could not re-join the group of %s; trying again later", self.owner.key)
 
 
 def _db(function):

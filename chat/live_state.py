@@ -88,8 +88,8 @@ def _load_active_messages(conversation_id, limit):
 
     rows = (
         Message.objects.filter(conversation_id=conversation_id, superseded=False)
-        .exclude(role=Message.Role.ASSISTANT, finish_reason="")  # still generating
-        # as chat.replies.finish_reply leaves them out of the hot history: failed with nothing said
+        .exclude(role=Message.Role.ASSISTANT, finish_reason=Message.FinishReason.GENERATING)  # still generating
+        # as chat.lifecycle.finish_reply leaves them out of the hot history: failed with nothing said
         .exclude(role=Message.Role.ASSISTANT, finish_reason=Message.FinishReason.ERROR, content="")
         .order_by("-id")
         .values("id", "role", "content")[:limit]

@@ -67,6 +67,12 @@ class Conversation(models.Model):
         return self.messages.filter(superseded=False).order_by("id")
 
 
+class MessageQuerySet(models.QuerySet):
+    def generating(self):
+        """Assistant replies that have not ended (chat.lifecycle changes that, nothing else)."""
+        return self.filter(role=Message.Role.ASSISTANT, finish_reason=Message.FinishReason.GENERATING)
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user"
@@ -95,6 +101,8 @@ class Message(models.Model):
     feedback = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    objects = MessageQuerySet.as_manager()
+
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["conversation", "superseded", "id"])]
@@ -104,7 +112,7 @@ class Message(models.Model):
 
     @property
     def generating(self):
-        return self.role == self.Role.ASSISTANT and self.finish_reason == ""
+        return self.role == self.Role.ASSISTANT and self.finish_reason == self.FinishReason.GENERATING
 
     def as_frame(self):
         """The message as the protocol's `history` frame lists it."""
@@ -113,6 +121,8 @@ class Message(models.Model):
             frame["finish_reason"] = self.finish_reason or None
             if self.rating is not None:
                 frame["rating"] = self.rating
+            if self.feedback:
+                frame["comment"] = self.feedback
         return frame
 
 

@@ -62,9 +62,7 @@ def refuse_if_busy(owner, conversation_id=None):
 
 
 def generating_replies(owner, conversation_id=None):
-    query = Message.objects.filter(
-        role=Message.Role.ASSISTANT, finish_reason="", conversation__in=Conversation.objects.owned_by(owner)
-    )
+    query = Message.objects.generating().filter(conversation__in=Conversation.objects.owned_by(owner))
     if conversation_id is not None:
         query = query.filter(conversation_id=conversation_id)
     return list(query.values_list("id", flat=True))
@@ -85,7 +83,8 @@ def start_turn(owner, conversation_id, content, params):
 
 @transaction.atomic
 def start_regeneration(owner, conversation_id, params):
-    """Supersede the last reply and open a new one in its place."""
+    """Supersede the last reply and open a new one in its place. Returns (conversation, the user
+    message the new reply answers, the new reply, the id of the reply it replaces)."""
     refuse_if_busy(owner, conversation_id)
     conversation = get_owned(owner, conversation_id)
     last = conversation.active_messages().last()
@@ -93,7 +92,8 @@ def start_regeneration(owner, conversation_id, params):
         raise ProtocolError("nothing_to_regenerate", "the conversation has no reply to regenerate", conversation_id)
     last.superseded = True
     last.save(update_fields=["superseded"])
-    return conversation, _new_reply(conversation, params or last.params)
+    answered = conversation.active_messages().last()
+    return conversation, answered, _new_reply(conversation, params or last.params), last.pk
 
 
 @transaction.atomic
@@ -120,7 +120,8 @@ def _new_reply(conversation, params):
     conversation.updated = timezone.now()
     conversation.save(update_fields=["updated"])
     return Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, content="", finish_reason="", params=params
+        conversation=conversation, role=Message.Role.ASSISTANT, content="",
+        finish_reason=Message.FinishReason.GENERATING, params=params
     )
 
 

@@ -9,7 +9,6 @@ import collections
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 
@@ -20,11 +19,12 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from inference import EngineConfig, EngineError, load_engine
+from inference.generation import Finished
 
 from . import request_queue
+from .lifecycle import WORKERS_GROUP, finish_reply, still_generating, user_group
 from .live_state import ConversationHistory, LiveReply, announce_worker, retrying, withdraw_worker
 from .models import Message
-from .replies import WORKERS_GROUP, finish_reply, user_group
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -185,7 +185,7 @@ class InferenceWorker:
         try:
             for attempt in range(3):
                 try:
-                    if await _still_generating(message_id):  # not already ended (stopped, or timed out)
+                    if await still_generating(message_id):  # not already ended (stopped, or timed out)
                         await self.generate(request)
                     break
                 except RedisError:
@@ -222,8 +222,6 @@ class InferenceWorker:
         await live.keep_alive(settings.CHAT_STALL_TIMEOUT)
         log.info("turn taken reply=%s worker=%s", message_id, self.id,
                  extra={"turn": request.get("turn"), "reply": message_id, "worker": self.id})
-        loop = asyncio.get_running_loop()
-        pieces = asyncio.Queue()
         started = time.monotonic()
         messages = await ConversationHistory(request["owner"], request["conversation"]).messages()
         try:
@@ -235,20 +233,25 @@ class InferenceWorker:
             await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR, error_detail=str(exc))
             return
         self.replies[message_id] = (request, stream)
+        pieces = stream.events_on(asyncio.get_running_loop())  # fed by the engine's thread, none of ours
         if await live.cancel_requested():  # a stop that came while the prompt was built
             stream.cancel()
         if stream.queue_position:
             await self._tell_queued(request, stream.queue_position)
-        threading.Thread(target=_pump, args=(stream, loop, pieces), daemon=True).start()
 
         text, pending, first_token_at, failure = [], [], None, None
         flush_at = 0.0
         while True:
-            timeout = max(0.0, flush_at - time.monotonic()) if pending else None
+            timeout = max(0.0, flush_at - time.monotonic()) if pending else stream.read_timeout
             try:
                 item = await asyncio.wait_for(pieces.get(), timeout)
             except TimeoutError:
                 item = None
+                if not pending:  # nothing for read_timeout: the engine is stuck on this reply
+                    stream.cancel()
+                    item = EngineError(f"generation produced nothing for {stream.read_timeout:g} s")
+            if isinstance(item, Finished):
+                item = _END
             if isinstance(item, BaseException):  # the engine failed this reply: keep what it said
                 failure, item = item, _END
             if isinstance(item, str):
@@ -323,11 +326,6 @@ async def _streamed_text(message_id):
         return ""
 
 
-@database_sync_to_async
-def _still_generating(message_id):
-    return Message.objects.filter(pk=message_id, finish_reason="").exists()
-
-
 async def _forever(step):
     """Keep a worker loop alive through Redis outages (and any other surprise): log, wait, restart it.
     A loop that died silently would leave a worker that announces itself but takes nothing."""
@@ -339,13 +337,3 @@ async def _forever(step):
         except Exception:
             log.exception("%s failed; restarting it in 1 s", step.__name__)
         await asyncio.sleep(1)
-
-
-def _pump(stream, loop, queue):
-    """Run the blocking generation loop in a thread, handing pieces to the event loop."""
-    try:
-        for piece in stream:
-            loop.call_soon_threadsafe(queue.put_nowait, piece)
-        loop.call_soon_threadsafe(queue.put_nowait, _END)
-    except BaseException as exc:  # noqa: BLE001 - re-raised on the event loop side
-        loop.call_soon_threadsafe(queue.put_nowait, exc)

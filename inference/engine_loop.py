@@ -182,16 +182,12 @@ class EngineLoop:
 
     def _accept(self, reply, token, ok):
         """Stream one sampled token, or end the reply (stop token, length, invalid numbers)."""
-        stream, sequence = reply.stream, reply.sequence
+        stream = reply.stream
         if not ok:
             raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
         if token in self.stop_token_ids:
             return self._finish(reply, "stop")
-        stream.token_ids.append(token)
-        stream.completion_tokens += 1
-        piece = reply.detokenizer.add(token)
-        if piece:
-            stream.push(piece)
+        stream.add_token(token, reply.detokenizer.add(token))
         if stream.completion_tokens >= stream.params.max_new_tokens:
             self._finish(reply, "length")
 

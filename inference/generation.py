@@ -1,4 +1,5 @@
 """A reply as its reader sees it: an iterator of text pieces fed by the engine's loop."""
+import asyncio
 import queue
 import threading
 
@@ -13,9 +14,11 @@ class Finished:
 class ReplyStream:
     """An iterator of text pieces; once it ends, finish_reason and the token counts are set.
 
-    The engine's scheduler generates in its own thread and hands pieces over through a queue;
+    The engine's loop generates in its own thread and hands pieces over through a queue;
     reading waits at most `read_timeout` seconds for each piece, so a stuck generator can
-    never block its reader forever. cancel() may be called from any thread.
+    never block its reader forever. A reader on an event loop takes the events from an
+    asyncio queue instead (events_on), with no thread of its own. cancel() may be called
+    from any thread.
     """
 
     def __init__(self, prompt_ids, params, dropped_messages=0, read_timeout=600.0):
@@ -29,6 +32,9 @@ class ReplyStream:
         self.read_timeout = read_timeout
         self.queue_position = 0  # > 0 while waiting for a place in the batch
         self._events = queue.Queue()
+        self._deliver = self._events.put  # where the producer's events go
+        self._lock = threading.Lock()
+        self._read_to_end = False
         self._cancelled = threading.Event()
         self._on_cancel = None
 
@@ -43,18 +49,28 @@ class ReplyStream:
         return self._cancelled.is_set()
 
     def __iter__(self):
-        while self.finish_reason is None:
+        while not self._read_to_end:
             try:
                 item = self._events.get(timeout=self.read_timeout)
             except queue.Empty:
                 self.cancel()
                 raise EngineError(f"generation produced nothing for {self.read_timeout:g} s") from None
             if isinstance(item, Finished):
-                self.finish_reason = item.reason
+                self._read_to_end = True
             elif isinstance(item, BaseException):
                 raise item
             else:
                 yield item
+
+    def events_on(self, loop):
+        """Hand this reply's events, from now on, to an asyncio.Queue read on `loop`: text pieces,
+        then a Finished (finish_reason is set) or the exception that ended it."""
+        events = asyncio.Queue()
+        with self._lock:
+            while not self._events.empty():
+                events.put_nowait(self._events.get_nowait())
+            self._deliver = lambda item: loop.call_soon_threadsafe(events.put_nowait, item)
+        return events
 
     def text(self):
         """Run to the end and return the whole reply."""
@@ -65,11 +81,23 @@ class ReplyStream:
         """Call `callback` (from the cancelling thread) when the reply is cancelled."""
         self._on_cancel = callback
 
+    def add_token(self, token_id, piece):
+        """One generated token, and the text it completes ('' while a character is pending)."""
+        self.token_ids.append(token_id)
+        self.completion_tokens += 1
+        if piece:
+            self._put(piece)
+
     def push(self, piece):
-        self._events.put(piece)
+        self._put(piece)
 
     def finish(self, reason):
-        self._events.put(Finished(reason))
+        self.finish_reason = reason
+        self._put(Finished(reason))
 
     def fail(self, error):
-        self._events.put(error)
+        self._put(error)
+
+    def _put(self, item):
+        with self._lock:
+            self._deliver(item)

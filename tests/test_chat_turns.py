@@ -89,6 +89,9 @@ async def test_regenerate_supersedes_the_last_reply_and_keeps_it(worker, engine)
     await socket.send_json_to({"type": "regenerate", "conversation": conversation,
                                "params": {"temperature": 1.0, "seed": 2, "max_new_tokens": 8}})
     second = await receive_until(socket, "done")
+    ack = second[0]
+    assert ack == {"type": "ack", "conversation": conversation, "message": first[0]["message"],
+                   "reply": second[-1]["message"], "replaces": first[-1]["message"]}
     assert second[-1]["message"] != first[-1]["message"]
     assert [m["role"] for m in engine.conversations[-1]] == ["user"]
     old = await sync_to_async(Message.objects.get)(pk=first[-1]["message"])
@@ -129,6 +132,9 @@ async def test_rename_delete_and_rate(worker):
     assert (await socket.receive_json_from())["comment"] == "too vague"
     stored = await sync_to_async(Message.objects.get)(pk=reply)
     assert (stored.rating, stored.feedback) == (1, "too vague")
+    await socket.send_json_to({"type": "history", "conversation": conversation})
+    rated_reply = (await socket.receive_json_from())["messages"][-1]
+    assert (rated_reply["rating"], rated_reply["comment"]) == (1, "too vague")  # a reload shows both
     await socket.send_json_to({"type": "rename", "conversation": conversation, "title": "Greetings"})
     assert (await socket.receive_json_from())["type"] == "changed"
     assert (await sync_to_async(Conversation.objects.get)(pk=conversation)).title == "Greetings"

@@ -75,7 +75,7 @@ def test_a_worker_killed_mid_reply_ends_it_as_an_error_keeps_the_text_and_the_ne
     frames, waited, after = asyncio.run(scenario())
     done = frames[-1]
     assert done["finish_reason"] == "error" and "stopped responding" in done["detail"]
-    assert waited < 4 + 5  # the stall timeout plus the watchdog's rounds
+    assert waited < 4 + 5  # the stall timeout plus the reaper's rounds
     streamed = "".join(f["text"] for f in frames if f["type"] == "token")
     assert rows(stack, "SELECT content, finish_reason FROM chat_message WHERE id = ?", done["message"]) == [
         (streamed, "error")]

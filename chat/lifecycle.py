@@ -1,0 +1,227 @@
+"""A reply's life, in one place: every change of its state goes through a function here.
+
+    generating (stored with finish_reason GENERATING by chat.turns, in the turn's transaction)
+      -> queued: dispatch() puts its request in the shared queue (chat.request_queue)
+      -> taken by a worker, which streams tokens (chat.worker)
+      -> ended by finish_reply(): stop / length (the worker), cancelled (a stop request),
+         or error (the worker failed, or nobody reported on it: the reaper)
+
+finish_reply() is the only writer of a reply's final state: its database update applies only
+while the reply is still generating, so whoever comes first wins and a reply is never ended
+twice. One Reaper per event loop (each web process) watches the replies its sockets and API
+calls dispatched: it tells waiting ones their place in line and ends those whose worker went
+quiet. The WebSocket consumer and the HTTP API both go this way.
+"""
+import asyncio
+import logging
+import uuid
+import weakref
+from dataclasses import dataclass
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from . import metrics, request_queue
+from .live_state import ConversationHistory, LiveReply, live_workers, retrying
+from .models import Conversation, Message
+
+log = logging.getLogger(__name__)
+GENERATING = Message.FinishReason.GENERATING  # the finish_reason of a reply that has not ended
+WORKERS_GROUP = "chat.workers"  # every worker's control channel: stop requests go here
+NO_WORKER = "no inference worker is running; start one, then regenerate this reply"
+REAP_INTERVAL = 1.0
+
+
+def user_group(owner_key):
+    """The channel-layer group of every open socket of one user."""
+    return f"chat.user.{owner_key}"
+
+
+# --- queued ------------------------------------------------------------------------------
+async def dispatch(owner_key, conversation_id, reply):
+    """Queue `reply` (a generating assistant Message) for the workers and watch it until it ends;
+    returns the queue entry id, or None after ending the reply with an error when no worker is
+    running. The request carries ids, not the conversation: the worker reads the history."""
+    if not await live_workers():
+        metrics.ERRORS.labels("no_worker").inc()
+        await finish_reply(reply.pk, content="", finish_reason=Message.FinishReason.ERROR, error_detail=NO_WORKER)
+        return None
+    params = dict(reply.params)
+    system = params.pop("system", None)
+    turn = uuid.uuid4().hex[:12]
+    await LiveReply(reply.pk).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
+    entry_id = await request_queue.enqueue({
+        "type": "chat.generate", "turn": turn, "conversation": conversation_id, "message": reply.pk,
+        "owner": owner_key, "params": params, "system": system,
+    })
+    log.info("turn queued reply=%s conversation=%s", reply.pk, conversation_id,
+             extra={"turn": turn, "reply": reply.pk, "conversation": conversation_id})
+    Reaper.of_this_loop().watch(owner_key, conversation_id, reply.pk, entry_id)
+    return entry_id
+
+
+async def request_stop(reply_id):
+    """Ask whichever worker has the reply to stop it (it ends as `cancelled`, its text kept)."""
+    await LiveReply(reply_id).request_cancel()
+    await get_channel_layer().group_send(WORKERS_GROUP, {"type": "chat.stop", "message": reply_id})
+
+
+# --- ended -------------------------------------------------------------------------------
+async def finish_reply(message_id, *, content, finish_reason, error_detail="", created_before=None, **stats):
+    """Store the final state of a generating reply and tell the user's sockets. False if already ended
+    (or, with `created_before`, if the reply is newer than that)."""
+    message = await _store_final(message_id, content, finish_reason, error_detail, created_before, stats)
+    if message is None:
+        return False
+    conversation = message.conversation
+    owner_key = conversation.owner.key
+    if finish_reason != Message.FinishReason.ERROR or content:
+        await ConversationHistory(owner_key, conversation.pk).append(message.pk, message.role, content)
+    await LiveReply(message_id).end()
+    await retrying(lambda: get_channel_layer().group_send(user_group(owner_key), done_event(message)))
+    return True
+
+
+def done_event(message):
+    """The `done` event of an ended reply, as stored."""
+    done = {"type": "chat.done", "conversation": message.conversation_id, "message": message.pk,
+            "finish_reason": message.finish_reason,
+            "usage": {"prompt_tokens": message.prompt_tokens or 0, "completion_tokens": message.completion_tokens or 0}}
+    if message.error_detail:
+        done["detail"] = message.error_detail
+    return done
+
+
+async def fail_if_abandoned(message_id, detail):
+    """End a generating reply as an error when its worker stopped reporting (liveness key expired)."""
+    live = LiveReply(message_id)
+    if await live.is_alive():
+        return False
+    # A reply is stored a moment before dispatch() sets its liveness key: one that young is not abandoned.
+    return await finish_reply(
+        message_id, content=await live.text(), finish_reason=Message.FinishReason.ERROR, error_detail=detail,
+        created_before=timezone.now() - timedelta(seconds=min(5.0, settings.CHAT_REQUEST_TIMEOUT)),
+    )
+
+
+def abandoned_detail(reported):
+    if reported:
+        return "the inference worker stopped responding; the text so far is kept"
+    return f"no inference worker took this turn within {settings.CHAT_REQUEST_TIMEOUT:g} s"
+
+
+@database_sync_to_async
+def still_generating(message_id):
+    return Message.objects.generating().filter(pk=message_id).exists()
+
+
+@database_sync_to_async
+def stored_reply(message_id):
+    return Message.objects.get(pk=message_id)
+
+
+@database_sync_to_async
+def _store_final(message_id, content, finish_reason, error_detail, created_before, stats):
+    fields = {"content": content, "finish_reason": finish_reason, "error_detail": error_detail[:500]}
+    fields.update({k: v for k, v in stats.items() if v is not None})
+    query = Message.objects.generating().filter(pk=message_id)
+    if created_before is not None:
+        query = query.filter(created__lt=created_before)
+    if not query.update(**fields):
+        return None
+    message = Message.objects.select_related("conversation").get(pk=message_id)
+    Conversation.objects.filter(pk=message.conversation_id).update(updated=timezone.now())
+    return message
+
+
+# --- watched until it ends ---------------------------------------------------------------
+@dataclass
+class _Watch:
+    owner_key: str
+    conversation_id: int
+    entry_id: str | None  # its queue entry, until a worker has taken it
+    position: int = 0
+
+
+class Reaper:
+    """Every REAP_INTERVAL, for each reply this process dispatched and that has not ended: while it
+    waits in the queue (and workers are up), keep it alive and tell its user its place in line
+    when that changes; once its liveness key has expired, end it as an error (its text kept)."""
+
+    _by_loop = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of_this_loop(cls):
+        loop = asyncio.get_running_loop()
+        if loop not in cls._by_loop:
+            cls._by_loop[loop] = cls()
+        return cls._by_loop[loop]
+
+    def __init__(self):
+        self.watched = {}  # reply id -> _Watch
+        self._task = None
+
+    def watch(self, owner_key, conversation_id, reply_id, entry_id):
+        self.watched[reply_id] = _Watch(owner_key, conversation_id, entry_id)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self):
+        while self.watched:
+            await asyncio.sleep(REAP_INTERVAL)
+            for reply_id, watch in list(self.watched.items()):
+                try:
+                    if await self._ended(reply_id, watch):
+                        self.watched.pop(reply_id, None)
+                except Exception:  # Redis or the database is away: try again next round
+                    log.warning("reaper could not check reply %s", reply_id, exc_info=True)
+
+    async def _ended(self, reply_id, watch):
+        if watch.entry_id is not None:
+            position = await request_queue.queue_position(watch.entry_id)
+            if not position:
+                watch.entry_id = None  # a worker has it: from now on its own reports keep it alive
+            elif await live_workers():
+                await LiveReply(reply_id).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
+                if position != watch.position:
+                    watch.position = position
+                    await get_channel_layer().group_send(user_group(watch.owner_key), {
+                        "type": "chat.queued", "conversation": watch.conversation_id, "message": reply_id,
+                        "position": position})
+        if await LiveReply(reply_id).is_alive():
+            return False
+        await fail_if_abandoned(reply_id, abandoned_detail(watch.entry_id is None))
+        return not await still_generating(reply_id)
+
+
+async def follow(owner_key, reply_id):
+    """Yield the channel-layer events (token, queued, done) of one reply until its `done`. For
+    callers without a socket (the HTTP API); the Reaper ends the reply if its worker goes quiet.
+    A `done` lost on the way (Redis failing at that moment) is rebuilt from the stored reply."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(user_group(owner_key), channel)
+    timing = metrics.TurnTiming()
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(layer.receive(channel), REAP_INTERVAL)
+            except TimeoutError:
+                if await still_generating(reply_id):
+                    continue
+                event = done_event(await stored_reply(reply_id))
+            if event.get("message") != reply_id:
+                continue
+            if event["type"] == "chat.token":
+                timing.token()
+            elif event["type"] == "chat.done":
+                timing.done(event)
+            yield event
+            if event["type"] == "chat.done":
+                return
+    finally:
+        timing.close()
+        await layer.group_discard(user_group(owner_key), channel)
