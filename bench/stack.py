@@ -1,4 +1,7 @@
-"""The real stack (web + worker from the Procfile, Redis, a file database) on loopback, for tests."""
+"""The real stack (web + worker from the Procfile, Redis, a database) on loopback, for tests.
+
+The database is a SQLite file of the stack's own, or, with `database=<a PostgreSQL server URL>`,
+a fresh PostgreSQL database created for the stack and dropped when it stops."""
 import os
 import shlex
 import signal
@@ -48,17 +51,18 @@ def procfile_commands():
 class Stack:
     """Starts each Procfile process as its own child (as honcho does), so tests can kill one."""
 
-    def __init__(self, workdir, redis_db=10, **env):
+    def __init__(self, workdir, redis_db=10, database="sqlite", **env):
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws/chat/"
         self.db_path = Path(workdir) / "db.sqlite3"
+        self.postgres = None if database == "sqlite" else PostgresDatabase(database, f"chat_stack_{self.port}")
         self.log_dir = Path(workdir)
         self.env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "CHAT_PORT": str(self.port),
-            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            "DATABASE_URL": self.postgres.url if self.postgres else f"sqlite:///{self.db_path}",
             # The suite runs its own Redis server (tests/test_environment.py); the benchmarks use the local one.
             "REDIS_URL": f"{os.environ.get('CHAT_TEST_REDIS', 'redis://127.0.0.1:6379')}/{redis_db}",
             "PYTHONUNBUFFERED": "1",
@@ -68,6 +72,8 @@ class Stack:
         self.commands = procfile_commands()
 
     def migrate(self):
+        if self.postgres:
+            self.postgres.create()
         subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                        cwd=ROOT, env=self.env, check=True)
         import redis
@@ -120,9 +126,66 @@ class Stack:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def query(self, sql, *args):
+        """Rows of one SQL statement on the stack's database (placeholders: %s)."""
+        if self.postgres:
+            return self.postgres.query(sql, *args)
+        import sqlite3
+
+        with sqlite3.connect(self.db_path) as db:
+            return db.execute(sql.replace("%s", "?"), args).fetchall()
+
     def stop(self):
         for name in list(self.processes):
             try:
                 self.kill(name, signal.SIGTERM)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
+        if self.postgres:
+            self.postgres.drop()
+
+
+class PostgresDatabase:
+    """A database of its own on a PostgreSQL server (`server` like postgres://user@host:port)."""
+
+    def __init__(self, server, name):
+        self.server, self.name = server.rstrip("/"), name
+        self.url = f"{self.server}/{name}"
+
+    def _admin(self, sql):
+        import psycopg
+
+        with psycopg.connect(f"{self.server}/postgres", autocommit=True, connect_timeout=5) as connection:
+            connection.execute(sql)
+
+    def create(self):
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self._admin(f'CREATE DATABASE "{self.name}"')
+
+    def drop(self):
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def set_reachable(self, reachable):
+        """Refuse (or allow again) every connection to this database, and cut the open ones:
+        for the stack's processes the database is down, the server and others' databases are not."""
+        self._admin(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS {str(reachable).lower()}')
+        if not reachable:
+            self._admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}'")
+
+    def query(self, sql, *args):
+        import psycopg
+
+        with psycopg.connect(self.url, connect_timeout=5) as connection:
+            return connection.execute(sql, args).fetchall()
+
+
+def postgres_server():
+    """The PostgreSQL server the tests may use (CHAT_TEST_POSTGRES), or None when none answers."""
+    server = os.environ.get("CHAT_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+    try:
+        import psycopg
+
+        psycopg.connect(f"{server}/postgres", connect_timeout=3).close()
+    except Exception:
+        return None
+    return server

@@ -150,6 +150,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     })
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A pool per process (psycopg_pool): daphne runs each request's database work on a thread of
+    # its own and workers hop threads too, so per-thread persistent connections would pile up.
+    # Connections are checked when taken (one dropped by a server restart is replaced, not used),
+    # and a database that stays away fails a request after CHAT_DB_TIMEOUT, it does not hang it.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # required with a pool
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # Django then has the pool check each connection it lends
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "connect_timeout": 5,
+        "pool": {"min_size": 1, "max_size": _positive("int", "CHAT_DB_POOL_SIZE", 10),
+                 "timeout": _positive("float", "CHAT_DB_TIMEOUT", 20.0)},
+    })
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"

@@ -4,7 +4,11 @@ import pytest
 import redis
 from django.conf import settings
 
-from bench.stack import Stack
+from bench.stack import Stack, postgres_server
+
+# The whole-stack, scale-out and database fault tests run on each: SQLite (the embedded default)
+# and PostgreSQL (where one answers; see postgres_server_url).
+STACK_DATABASES = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="session")
@@ -94,11 +98,45 @@ def clean_redis():
 
 
 @pytest.fixture(scope="session")
+def postgres_server_url():
+    server = postgres_server()
+    if server is None:
+        pytest.skip("no PostgreSQL answers at CHAT_TEST_POSTGRES (default postgres://postgres@127.0.0.1:5432): "
+                    "the PostgreSQL variant of this test is skipped")
+    return server
+
+
+def stack_database(request):
+    """For a test parametrized over STACK_DATABASES: "sqlite", or the PostgreSQL server's URL."""
+    return "sqlite" if request.param == "sqlite" else request.getfixturevalue("postgres_server_url")
+
+
+@pytest.fixture(params=STACK_DATABASES)
+def database(request):
+    return stack_database(request)
+
+
+LIVE_STACK_SETTINGS = {  # one reply at a time, so that a second user really waits (the browser tests show the queue)
+    "CHAT_STALL_TIMEOUT": 20, "CHAT_REQUEST_TIMEOUT": 20, "CHAT_MAX_BATCH_SIZE": 1}
+
+
+@pytest.fixture(scope="session")
 def live_stack(tmp_path_factory, default_model_dir):
     """The whole service started from the Procfile, as `make run` starts it, on a free port."""
-    # One reply at a time, so that a second user really waits (the browser tests show the queue).
-    stack = Stack(tmp_path_factory.mktemp("stack"), CHAT_STALL_TIMEOUT=20, CHAT_REQUEST_TIMEOUT=20,
-                  CHAT_MAX_BATCH_SIZE=1)
+    stack = Stack(tmp_path_factory.mktemp("stack"), **LIVE_STACK_SETTINGS)
+    try:
+        yield stack.start_all()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module", params=STACK_DATABASES)
+def whole_stack(request, tmp_path_factory, default_model_dir):
+    """The live stack on SQLite (the session's), and the same on a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("live_stack")
+        return
+    stack = Stack(tmp_path_factory.mktemp("pg-stack"), database=stack_database(request), **LIVE_STACK_SETTINGS)
     try:
         yield stack.start_all()
     finally:

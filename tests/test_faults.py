@@ -128,6 +128,37 @@ def test_a_locked_database_gives_an_error_and_leaves_nothing_half_written(tmp_pa
         stack.stop()
 
 
+def test_postgresql_going_away_gives_an_error_leaves_nothing_half_written_and_comes_back(tmp_path, default_model_dir,
+                                                                                       postgres_server_url):
+    """The database of a PostgreSQL stack refuses connections and its open ones are cut: a turn gets
+    database_unavailable at once (not a hang), nothing of it is stored, and once the database is
+    back the pool replaces its dead connections and the next turn completes."""
+    stack = Stack(tmp_path, redis_db=13, database=postgres_server_url, CHAT_DB_TIMEOUT=2).start_all()
+    try:
+        async def scenario():
+            socket = await open_socket(stack, guest_cookie(stack))
+            stack.postgres.set_reachable(False)
+            try:
+                await socket.send(json.dumps({"type": "send", "conversation": None, "content": "while down"}))
+                error = await next_frame(socket, timeout=15)
+            finally:
+                stack.postgres.set_reachable(True)
+            await socket.send(json.dumps({"type": "send", "conversation": None, "content": "after it is back",
+                                          "params": {"max_new_tokens": 4}}))
+            after = await until(socket, "done", timeout=120)
+            await socket.close()
+            return error, after
+
+        error, after = asyncio.run(scenario())
+        assert error["code"] == "database_unavailable" and "nothing was changed" in error["detail"]
+        assert stack.query("SELECT count(*) FROM chat_message WHERE content = %s", "while down") == [(0,)]
+        assert stack.query("SELECT count(*) FROM chat_conversation WHERE title = %s", "while down") == [(0,)]
+        assert after[-1]["type"] == "done" and after[-1]["finish_reason"] in ("stop", "length")
+        assert stack.query("SELECT count(*) FROM chat_message WHERE content = %s", "after it is back") == [(1,)]
+    finally:
+        stack.stop()
+
+
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server to start a Redis of its own")
 def test_a_redis_restart_mid_session_loses_nothing(tmp_path, default_model_dir):
     port = free_port()

@@ -1,10 +1,10 @@
-"""Two web processes and two workers sharing one Redis, on loopback: turns spread over the
-workers, a stop reaches the worker generating, and a killed worker loses no accepted request."""
+"""Two web processes and two workers sharing one Redis and one database (SQLite, and PostgreSQL
+where one answers), on loopback: turns spread over the workers, a stop reaches the worker
+generating, and a killed worker loses no accepted request."""
 import asyncio
 import json
 import re
 import signal
-import sqlite3
 
 import pytest
 import websockets
@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def cluster(tmp_path, tiny_model_dir):
-    stack = Stack(tmp_path, redis_db=15, CHAT_MODEL=str(tiny_model_dir), CHAT_STALL_TIMEOUT=5,
+def cluster(tmp_path, tiny_model_dir, database):
+    stack = Stack(tmp_path, redis_db=15, database=database, CHAT_MODEL=str(tiny_model_dir), CHAT_STALL_TIMEOUT=5,
                   CHAT_WORKER_HEARTBEAT=0.5, CHAT_MAX_BATCH_SIZE=2, CHAT_MESSAGES_PER_MINUTE=1000)
     stack.migrate()
     stack.start("web")
@@ -43,8 +43,7 @@ async def one_turn(url, origin, content, max_new_tokens=200):
 
 
 def served_by(stack):
-    with sqlite3.connect(stack.db_path) as db:
-        return dict(db.execute("SELECT id, finish_reason FROM chat_message WHERE role='assistant'"))
+    return dict(stack.query("SELECT id, finish_reason FROM chat_message WHERE role='assistant'"))
 
 
 def test_two_webs_and_two_workers_share_the_work_and_lose_nothing_when_a_worker_dies(cluster):

@@ -1,4 +1,5 @@
-"""The service as `make run` starts it (Procfile processes, real model, Redis, a file database)."""
+"""The service as `make run` starts it (Procfile processes, real model, Redis, a database: SQLite,
+and PostgreSQL where one answers)."""
 import asyncio
 import http.cookiejar
 import json
@@ -19,8 +20,8 @@ from bench.stack import ROOT, Stack
 pytestmark = pytest.mark.slow
 
 
-def test_healthz_is_503_until_a_worker_has_loaded_the_model_then_200(tmp_path, default_model_dir):
-    stack = Stack(tmp_path, redis_db=11)
+def test_healthz_is_503_until_a_worker_has_loaded_the_model_then_200(tmp_path, default_model_dir, database):
+    stack = Stack(tmp_path, redis_db=11, database=database)
     try:
         stack.migrate()
         stack.start("web")
@@ -58,9 +59,9 @@ async def turn(socket, conversation, content, stop_after=None, max_new_tokens=24
             return conversation, frames
 
 
-def test_a_plain_websocket_client_holds_a_conversation_and_the_admin_shows_it(live_stack):
+def test_a_plain_websocket_client_holds_a_conversation_and_the_admin_shows_it(whole_stack):
     async def talk():
-        async with websockets.connect(live_stack.ws_url, origin=live_stack.base_url) as socket:
+        async with websockets.connect(whole_stack.ws_url, origin=whole_stack.base_url) as socket:
             conversation, first = await turn(socket, None, "My name is Ada. Greet me in one short sentence.")
             _, second = await turn(socket, conversation, "Write a Python function that adds two numbers.",
                                    stop_after=3, max_new_tokens=200)
@@ -76,18 +77,18 @@ def test_a_plain_websocket_client_holds_a_conversation_and_the_admin_shows_it(li
     assert turns[1][-1]["usage"]["completion_tokens"] < 200
     assert "Ada" in replies[2]  # the third turn saw the first
 
-    admin = admin_session(live_stack)
-    page = admin.open(f"{live_stack.base_url}/admin/chat/conversation/{conversation}/change/").read().decode()
+    admin = admin_session(whole_stack)
+    page = admin.open(f"{whole_stack.base_url}/admin/chat/conversation/{conversation}/change/").read().decode()
     for text in ["My name is Ada.", "What is my name?", "Cancelled"] + [r[:20] for r in replies]:
         assert escape(text) in page  # as the admin's templates escape it
-    listing = admin.open(f"{live_stack.base_url}/admin/chat/conversation/?q=Ada").read().decode()
+    listing = admin.open(f"{whole_stack.base_url}/admin/chat/conversation/?q=Ada").read().decode()
     assert f"/admin/chat/conversation/{conversation}/change/" in listing
 
 
-def test_the_terminal_chat_command_streams_a_reply(live_stack):
+def test_the_terminal_chat_command_streams_a_reply(whole_stack):
     result = subprocess.run(
         [sys.executable, "manage.py", "chat", "--max-new-tokens", "12", "--temperature", "0"],
-        input="Say hello.\n/quit\n", cwd=ROOT, env={**live_stack.env}, capture_output=True, text=True, timeout=120,
+        input="Say hello.\n/quit\n", cwd=ROOT, env={**whole_stack.env}, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert re.search(r"bot> .+\n\[(stop|length), \d+ tokens\]", result.stdout), result.stdout
