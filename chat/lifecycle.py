@@ -25,7 +25,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import metrics, request_queue
-from .live_state import ConversationHistory, LiveReply, live_workers, retrying
+from .live_state import ConversationHistory, LiveReply, live_workers, ready_workers, retrying
 from .models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,10 @@ def _store_final(message_id, content, finish_reason, error_detail, created_befor
     if not query.update(**fields):
         return None
     message = Message.objects.select_related("conversation").get(pk=message_id)
-    Conversation.objects.filter(pk=message.conversation_id).update(updated=timezone.now())
+    conversation = {"updated": timezone.now()}
+    if stats.get("model_name"):  # the conversation's model is the one that answered it last
+        conversation["model_name"] = message.conversation.model_name = stats["model_name"]
+    Conversation.objects.filter(pk=message.conversation_id).update(**conversation)
     return message
 
 
@@ -148,7 +151,7 @@ class _Watch:
 
 class Reaper:
     """Every REAP_INTERVAL, for each reply this process dispatched and that has not ended: while it
-    waits in the queue (and workers are up), keep it alive and tell its user its place in line
+    waits in the queue (and a worker is ready), keep it alive and tell its user its place in line
     when that changes; once its liveness key has expired, end it as an error (its text kept)."""
 
     _by_loop = weakref.WeakKeyDictionary()
@@ -184,7 +187,7 @@ class Reaper:
             position = await request_queue.queue_position(watch.entry_id)
             if not position:
                 watch.entry_id = None  # a worker has it: from now on its own reports keep it alive
-            elif await live_workers():
+            elif await ready_workers():  # while none can generate, the request timeout runs out
                 await LiveReply(reply_id).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
                 if position != watch.position:
                     watch.position = position

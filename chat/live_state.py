@@ -174,6 +174,11 @@ async def withdraw_worker(worker_id):
         await pipe.execute()
 
 
+async def ready_workers():
+    """The live workers that can generate now (not restarting their engine, upstream answering)."""
+    return [worker for worker in await live_workers() if worker.get("ready", True)]
+
+
 async def live_workers():
     r = redis_client()
     await r.zremrangebyscore(WORKER_INDEX, 0, time.time())

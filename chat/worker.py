@@ -45,7 +45,17 @@ def engine_config_from_settings():
     )
 
 
-def load_engine_from_settings():
+def load_engine_from_settings(upstream_url=None):
+    """The built-in engine, or, with an upstream URL (argument or CHAT_UPSTREAM_URL), an engine that
+    streams replies from that OpenAI-compatible server."""
+    upstream_url = upstream_url or settings.CHAT_UPSTREAM_URL
+    if upstream_url:
+        from inference.upstream import UpstreamConfig, UpstreamEngine
+
+        return UpstreamEngine(UpstreamConfig(
+            url=upstream_url, api_key=settings.CHAT_UPSTREAM_API_KEY, model=settings.CHAT_UPSTREAM_MODEL,
+            max_batch_size=settings.CHAT_UPSTREAM_MAX_IN_FLIGHT, max_new_tokens_limit=settings.CHAT_MAX_NEW_TOKENS_LIMIT,
+            stall_timeout=settings.CHAT_STALL_TIMEOUT))
     return load_engine(engine_config_from_settings())
 
 
@@ -62,7 +72,7 @@ class InferenceWorker:
         self.started = time.time()
         self.finished = collections.Counter()  # finish reason -> replies, for /metrics
         self.tokens = 0
-        self.engine_deaths = []  # when its engine loop thread died, for the restart backoff
+        self.engine_deaths = []  # when its engine became unhealthy, for the restart backoff
 
     async def run(self, stop_event):
         """Serve until stop_event is set; replies in progress are cancelled and stored."""
@@ -120,14 +130,15 @@ class InferenceWorker:
             await asyncio.sleep(interval)
 
     async def _restart_engine_if_dead(self):
-        """A dead engine thread is announced at once (not ready: /healthz 503), then restarted
-        after a backoff that grows while it keeps dying (1 s, 2 s, ... at most 60 s)."""
+        """An unhealthy engine (its loop thread died; an upstream server stopped answering) is
+        announced at once (not ready: /healthz 503), then restarted (probed again) after a backoff
+        that grows while it stays unhealthy (1 s, 2 s, ... at most 60 s)."""
         if self.engine.loop.healthy():
             return
         now = time.monotonic()
         self.engine_deaths = [t for t in self.engine_deaths if now - t < 600] + [now]
         delay = min(60, 2 ** (len(self.engine_deaths) - 1))
-        log.error("the engine's loop thread died; restarting it in %s s", delay)
+        log.error("the engine is unhealthy (%r); restarting it in %s s", self.engine, delay)
         await announce_worker(self.id, self.info(), ttl=delay + settings.CHAT_WORKER_HEARTBEAT * 3)
         await asyncio.sleep(delay)
         self.engine.loop.restart()
@@ -198,7 +209,8 @@ class InferenceWorker:
             log.exception("reply %s failed", message_id)
             await finish_reply(message_id, content=await _streamed_text(message_id),
                                finish_reason=Message.FinishReason.ERROR,
-                               error_detail="the worker failed while generating this reply")
+                               error_detail="the worker failed while generating this reply",
+                               **Message.provenance(self.id, self.engine))
         finally:
             self.replies.pop(message_id, None)
             self.streaming.discard(message_id)
@@ -217,7 +229,8 @@ class InferenceWorker:
         """Generate one reply, streaming coalesced pieces to the user's group, then store it."""
         message_id, live = request["message"], LiveReply(request["message"])
         if await live.cancel_requested():
-            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.CANCELLED)
+            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.CANCELLED,
+                               **Message.provenance(self.id, self.engine))
             return
         await live.keep_alive(settings.CHAT_STALL_TIMEOUT)
         log.info("turn taken reply=%s worker=%s", message_id, self.id,
@@ -230,7 +243,8 @@ class InferenceWorker:
                 request.get("params"), request.get("system")
             )
         except EngineError as exc:
-            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR, error_detail=str(exc))
+            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR, error_detail=str(exc),
+                               **Message.provenance(self.id, self.engine))
             return
         self.replies[message_id] = (request, stream)
         pieces = stream.events_on(asyncio.get_running_loop())  # fed by the engine's thread, none of ours
@@ -274,7 +288,7 @@ class InferenceWorker:
             await finish_reply(message_id, content="".join(text), finish_reason=Message.FinishReason.ERROR,
                                error_detail=f"{failure}; the text so far is kept" if text else str(failure),
                                prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens,
-                               model_name=self.engine.name)
+                               **Message.provenance(self.id, self.engine))
             return
         self.finished[stream.finish_reason] += 1
         self.tokens += stream.completion_tokens
@@ -291,7 +305,7 @@ class InferenceWorker:
             completion_tokens=stream.completion_tokens,
             time_to_first_token_ms=(first_token_at - started) * 1000 if first_token_at else None,
             generation_ms=(ended - started) * 1000,
-            model_name=self.engine.name,
+            **Message.provenance(self.id, self.engine),
         )
 
     async def _send_piece(self, request, text, offset):

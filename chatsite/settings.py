@@ -202,6 +202,13 @@ CHANNEL_LAYERS = {
 
 # --- Model and inference -----------------------------------------------------------------
 CHAT_MODEL = _read("str", "CHAT_MODEL", "default")  # "default", a Hugging Face id, or a folder
+# An OpenAI-compatible server (vLLM, TGI, llama.cpp, transformers serve) to stream replies from
+# instead of loading a model: its base URL (…/v1), an API key if it wants one, and the model name
+# ("" takes the first it lists).
+CHAT_UPSTREAM_URL = _read("str", "CHAT_UPSTREAM_URL", "")
+CHAT_UPSTREAM_API_KEY = _read("str", "CHAT_UPSTREAM_API_KEY", "")
+CHAT_UPSTREAM_MODEL = _read("str", "CHAT_UPSTREAM_MODEL", "")
+CHAT_UPSTREAM_MAX_IN_FLIGHT = _positive("int", "CHAT_UPSTREAM_MAX_IN_FLIGHT", 64)  # replies in flight per upstream worker
 CHAT_DEVICE = _read("str", "CHAT_DEVICE", "auto")  # auto, cpu, cuda:N
 CHAT_DTYPE = _choice("CHAT_DTYPE", "auto", ["auto", "float32", "bfloat16", "float16"])
 CHAT_MODEL_CACHE = _read("path", "CHAT_MODEL_CACHE", Path.home() / ".cache" / "chatsite" / "models")

@@ -9,11 +9,17 @@ from ...worker import InferenceWorker, load_engine_from_settings
 
 
 class Command(BaseCommand):
-    help = "Load the model once and serve generation requests from the channel layer until stopped."
+    help = ("Load the model once (or connect to an upstream OpenAI-compatible server) and serve generation "
+            "requests from the shared queue until stopped.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--upstream", metavar="URL", default=None,
+                            help="stream replies from this OpenAI-compatible server (e.g. http://gpu-box:8000/v1) "
+                                 "instead of loading a model; overrides CHAT_UPSTREAM_URL")
 
     def handle(self, *args, **options):
         try:
-            engine = load_engine_from_settings()
+            engine = load_engine_from_settings(options["upstream"])
         except EngineError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Loaded {engine!r}; serving requests.")

@@ -1,0 +1,237 @@
+"""Replies streamed from an OpenAI-compatible server instead of a model loaded here.
+
+vLLM, TGI, llama.cpp's server, `transformers serve` and this project's own `/v1` all speak
+`POST /v1/chat/completions` with `stream: true`. UpstreamEngine has the Engine's surface
+(`stream_reply`, `params`, `name`, `loop.healthy()`), so a worker serves the same queue,
+history, limits and admin with it. Each reply is one streaming request, read on a thread of
+its own (the work is waiting on the network). Stopping a reply closes its connection, which
+vLLM and TGI take as an abort. Nothing is retried once text has been streamed; before that,
+an unreachable, overloaded (429) or failing (5xx) upstream is tried again a few times.
+"""
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from .errors import EngineError
+from .generation import ReplyStream
+from .sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    url: str  # the server's OpenAI base URL, e.g. http://gpu-box:8000/v1
+    api_key: str = ""
+    model: str = ""  # "" takes the first model the server lists
+    max_batch_size: int = 64  # replies this worker has in flight upstream at once
+    max_new_tokens_limit: int = 4096
+    connect_timeout: float = 5.0
+    stall_timeout: float = 60.0  # longest wait for the next piece of a reply
+    attempts: int = 3  # tries while nothing has been streamed
+    health_interval: float = 5.0
+
+
+class UpstreamEngine:
+    def __init__(self, config):
+        self.config = config
+        self.url = config.url.rstrip("/")
+        headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=httpx.Timeout(
+            config.stall_timeout, connect=config.connect_timeout))
+        self.model = config.model or self._first_model()
+        self.name = self.model
+        self.device, self.dtype = self.url, "upstream"
+        self.loop = UpstreamHealth(self)
+
+    def params(self, **values):
+        return SamplingParams.from_dict(values, self.config.max_new_tokens_limit)
+
+    def stream_reply(self, messages, params=None, system=None):
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        params = params or SamplingParams()
+        if isinstance(params, dict):
+            params = self.params(**params)
+        params.validate(self.config.max_new_tokens_limit)
+        body = {"model": self.model, "stream": True, "stream_options": {"include_usage": True},
+                "messages": ([{"role": "system", "content": system}] if system else []) + list(messages),
+                "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens}
+        if params.seed is not None:
+            body["seed"] = params.seed
+        stream = ReplyStream([], params, read_timeout=self.config.stall_timeout + 5)
+        threading.Thread(target=_UpstreamReply(self, stream, body).run, name="upstream-reply", daemon=True).start()
+        return stream
+
+    def reply(self, messages, params=None, system=None):
+        return self.stream_reply(messages, params, system).text()
+
+    def models(self):
+        response = self.client.get("/models", timeout=self.config.connect_timeout)
+        response.raise_for_status()
+        return [item["id"] for item in response.json().get("data", [])]
+
+    def _first_model(self):
+        try:
+            names = self.models()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise EngineError(f"the upstream server at {self.url} does not answer GET /models ({exc}); "
+                              "set its model name to start without it") from exc
+        if not names:
+            raise EngineError(f"the upstream server at {self.url} lists no model")
+        return names[0]
+
+    def __repr__(self):
+        return f"<UpstreamEngine {self.model} at {self.url}>"
+
+
+class _UpstreamReply:
+    """One reply's request: sends it (again, while nothing was streamed), reads the server-sent
+    events into the ReplyStream, and closes the connection when the reply is stopped."""
+
+    def __init__(self, engine, stream, body):
+        self.engine, self.stream, self.body = engine, stream, body
+        self.response = None
+        self.streamed = False
+        stream.on_cancel(self._close)
+
+    def run(self):
+        stream = self.stream
+        try:
+            for attempt in range(self.engine.config.attempts):
+                try:
+                    return self._once()
+                except _Retryable as exc:
+                    if self.streamed or attempt == self.engine.config.attempts - 1 or stream.cancelled:
+                        raise EngineError(str(exc)) from None
+                    log.warning("upstream %s: %s; trying again", self.engine.url, exc)
+                    time.sleep(1.0 * (attempt + 1))
+        except EngineError as exc:
+            stream.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong ends this reply, with a reason
+            if stream.cancelled:
+                stream.finish("cancelled")
+            else:
+                log.exception("upstream reply failed")
+                stream.fail(EngineError(f"the upstream request failed: {exc}"))
+
+    def _once(self):
+        engine, stream = self.engine, self.stream
+        request = engine.client.build_request("POST", "/chat/completions", json=self.body)
+        try:
+            self.response = engine.client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise _Retryable(f"the upstream server at {engine.url} does not answer ({type(exc).__name__})") from exc
+        if stream.cancelled:  # stopped while connecting
+            self.response.close()
+            return stream.finish("cancelled")
+        try:
+            self._check_status()
+            finish_reason = self._read_events()
+        except httpx.ReadTimeout:
+            raise EngineError(f"the upstream server sent nothing for {engine.config.stall_timeout:g} s") from None
+        except httpx.TransportError as exc:
+            if stream.cancelled:
+                return stream.finish("cancelled")
+            if self.streamed:
+                raise EngineError(f"the upstream server cut the stream mid-reply ({type(exc).__name__})") from None
+            raise _Retryable(f"the upstream server cut the connection ({type(exc).__name__})") from exc
+        finally:
+            self.response.close()
+        if stream.cancelled:
+            return stream.finish("cancelled")
+        if finish_reason is None:
+            raise EngineError("the upstream server ended the stream without finishing the reply")
+        stream.finish("length" if finish_reason == "length" else "stop")
+
+    def _check_status(self):
+        status = self.response.status_code
+        if status == 200:
+            return
+        self.response.read()
+        detail = self.response.text[:200]
+        if status in (401, 403):
+            raise EngineError(f"the upstream server refused this worker's API key ({status}): {detail}")
+        if status in RETRYABLE_STATUS:
+            raise _Retryable(f"the upstream server answered {status}: {detail}")
+        raise EngineError(f"the upstream server refused the request ({status}): {detail}")
+
+    def _read_events(self):
+        """Pieces into the stream; returns the finish reason (None if the stream ended without one)."""
+        finish_reason = None
+        for line in self.response.iter_lines():
+            if self.stream.cancelled:
+                return None
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                break
+            event = json.loads(data)
+            if event.get("error"):
+                raise EngineError(f"the upstream server failed the reply: {event['error']}")
+            if event.get("usage"):
+                self.stream.prompt_tokens = event["usage"].get("prompt_tokens", 0)
+                self.stream.completion_tokens = event["usage"].get("completion_tokens", 0)
+            for choice in event.get("choices") or []:
+                piece = (choice.get("delta") or {}).get("content") or ""
+                if piece:
+                    self.streamed = True
+                    self.stream.completion_tokens += 1  # one token per chunk, until the usage says
+                    self.stream.push(piece)
+                finish_reason = choice.get("finish_reason") or finish_reason
+        return finish_reason
+
+    def _close(self):
+        response = self.response
+        if response is not None:
+            response.close()  # the server sees its client go away and aborts the request
+
+
+class _Retryable(Exception):
+    pass
+
+
+class UpstreamHealth:
+    """The worker asks `healthy()` before taking turns (and /healthz follows): the upstream is
+    healthy while GET /models answers. Probed on a thread every `health_interval` seconds."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._healthy = self._probe()
+        if not self._healthy:
+            log.warning("upstream %s is not answering", engine.url)
+        self._wake = threading.Event()
+        threading.Thread(target=self._probe_forever, name="upstream-health", daemon=True).start()
+
+    def healthy(self):
+        return self._healthy
+
+    def restart(self):
+        """Probe again now (the worker calls this while the upstream is unhealthy)."""
+        self._wake.set()
+        return False
+
+    def close(self):
+        self.engine.client.close()
+
+    def _probe(self):
+        try:
+            self.engine.models()
+            return True
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    def _probe_forever(self):
+        while True:
+            self._wake.wait(self.engine.config.health_interval)
+            self._wake.clear()
+            healthy = self._probe()
+            if healthy != self._healthy:
+                log.warning("upstream %s is %s", self.engine.url, "answering again" if healthy else "not answering")
+            self._healthy = healthy
