@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 GUEST_SESSION_KEY = "chat_guest"
@@ -42,6 +43,14 @@ class ConversationQuerySet(models.QuerySet):
     def owned_by(self, owner):
         return self.filter(owner.filter())
 
+    def with_replies(self, **conditions):
+        """Conversations with at least one reply matching `conditions` (Message field lookups)."""
+        return self.filter(pk__in=Message.objects.filter(role=Message.Role.ASSISTANT, **conditions)
+                           .values("conversation_id"))
+
+    def reviewed(self, reviewed=True):
+        return self.filter(reviewed_at__isnull=not reviewed)
+
 
 class Conversation(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
@@ -50,11 +59,17 @@ class Conversation(models.Model):
     model_name = models.CharField(max_length=200, blank=True, db_index=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
     updated = models.DateTimeField(auto_now=True, db_index=True)
+    # A reviewer's mark (chat.admin): the one thing written in the admin while it is read-only.
+    reviewed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    review_note = models.TextField(blank=True, default="", db_default="")
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated"]
+        permissions = [("review_conversation", "Can mark a conversation reviewed, with a note")]
 
     def __str__(self):
         return self.title or f"Conversation {self.pk}"
@@ -65,6 +80,16 @@ class Conversation(models.Model):
 
     def active_messages(self):
         return self.messages.filter(superseded=False).order_by("id")
+
+    def mark_reviewed(self, reviewer, note=""):
+        self.reviewed_at, self.reviewed_by, self.review_note = timezone.now(), reviewer, note
+        # `updated` is left alone: it is the conversation's last activity, not the reviewer's
+        Conversation.objects.filter(pk=self.pk).update(
+            reviewed_at=self.reviewed_at, reviewed_by=reviewer, review_note=note)
+
+    def clear_review(self):
+        self.reviewed_at, self.reviewed_by = None, None
+        Conversation.objects.filter(pk=self.pk).update(reviewed_at=None, reviewed_by=None)
 
 
 class MessageQuerySet(models.QuerySet):
@@ -96,6 +121,11 @@ class Message(models.Model):
     time_to_first_token_ms = models.FloatField(null=True, blank=True)
     generation_ms = models.FloatField(null=True, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
+    # Provenance of a reply: the worker that served it and how its model ran there. Database
+    # defaults too, so that rows written outside the ORM (tests, scripts) need not name them.
+    worker = models.CharField(max_length=200, blank=True, default="", db_default="")
+    device = models.CharField(max_length=32, blank=True, default="", db_default="")
+    precision = models.CharField(max_length=32, blank=True, default="", db_default="")
     params = models.JSONField(default=dict, blank=True)
     rating = models.SmallIntegerField(null=True, blank=True, choices=[(1, "up"), (-1, "down")], db_index=True)
     feedback = models.TextField(blank=True)
@@ -110,9 +140,19 @@ class Message(models.Model):
     def __str__(self):
         return f"{self.role}: {self.content[:60]}"
 
+    @staticmethod
+    def provenance(worker_id, engine):
+        """The provenance fields of a reply served by this worker's engine (for finish_reply)."""
+        return {"model_name": engine.name, "worker": worker_id, "device": str(engine.device),
+                "precision": str(engine.dtype).removeprefix("torch.")}
+
     @property
     def generating(self):
         return self.role == self.Role.ASSISTANT and self.finish_reason == self.FinishReason.GENERATING
+
+    @property
+    def tokens_per_second(self):
+        return decode_rate(self.completion_tokens, self.generation_ms, self.time_to_first_token_ms)
 
     def as_frame(self):
         """The message as the protocol's `history` frame lists it."""
@@ -124,6 +164,14 @@ class Message(models.Model):
             if self.feedback:
                 frame["comment"] = self.feedback
         return frame
+
+
+def decode_rate(completion_tokens, generation_ms, first_token_ms):
+    """Tokens per second after the first (as chat.metrics and the page count them), or None."""
+    if not completion_tokens or completion_tokens < 2 or generation_ms is None or first_token_ms is None:
+        return None
+    streaming_ms = generation_ms - first_token_ms
+    return (completion_tokens - 1) / (streaming_ms / 1000) if streaming_ms > 0 else None
 
 
 class ApiKey(models.Model):
