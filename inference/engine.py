@@ -13,7 +13,7 @@ from .errors import EngineError
 from .generation import ReplyStream
 from .prompt import build_prompt
 from .quantization import check_quantize, quantize_int8
-from .sampling import SamplingParams
+from .sampling import SamplingParams, reply_request
 
 
 def load_model(config):
@@ -65,12 +65,7 @@ class Engine:
 
     def stream_reply(self, messages, params=None, system=None):
         """Start a reply to `messages` ([{role, content}], ending with the user's); iterate it for text."""
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        params = params or SamplingParams()
-        if isinstance(params, dict):
-            params = self.params(**params)
-        params.validate(self.config.max_new_tokens_limit)
+        messages, params = reply_request(messages, params, self.config.max_new_tokens_limit)
         max_new = min(params.max_new_tokens, max(1, self.context_window // 2))
         prompt_ids, dropped = build_prompt(
             self.tokenizer, messages, system=system,

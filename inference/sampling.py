@@ -61,3 +61,16 @@ def _check_number(name, value, low, high, low_inclusive=True):
     if too_low or value > high or value != value:
         bracket = "[" if low_inclusive else "("
         raise InvalidParameters(f"{name} must be in {bracket}{low}, {high}]")
+
+
+def reply_request(messages, params, max_new_tokens_limit):
+    """(messages, SamplingParams) for a reply: a bare string is one user message, params may be
+    None (the defaults), a dict (validated) or SamplingParams (validated again)."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if params is None:
+        params = SamplingParams()
+    elif isinstance(params, dict):
+        params = SamplingParams.from_dict(params, max_new_tokens_limit)
+    params.validate(max_new_tokens_limit)
+    return messages, params

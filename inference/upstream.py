@@ -18,7 +18,7 @@ import httpx
 
 from .errors import EngineError
 from .generation import ReplyStream
-from .sampling import SamplingParams
+from .sampling import SamplingParams, reply_request
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -53,12 +53,7 @@ class UpstreamEngine:
         return SamplingParams.from_dict(values, self.config.max_new_tokens_limit)
 
     def stream_reply(self, messages, params=None, system=None):
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        params = params or SamplingParams()
-        if isinstance(params, dict):
-            params = self.params(**params)
-        params.validate(self.config.max_new_tokens_limit)
+        messages, params = reply_request(messages, params, self.config.max_new_tokens_limit)
         body = {"model": self.model, "stream": True, "stream_options": {"include_usage": True},
                 "messages": ([{"role": "system", "content": system}] if system else []) + list(messages),
                 "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens}

@@ -39,11 +39,6 @@ def guest_cookie(stack):
     return next(c.split(";")[0].split("=", 1)[1] for c in cookies if c.startswith("sessionid="))
 
 
-def rows(stack, sql, *args):
-    with sqlite3.connect(stack.db_path) as db:
-        return db.execute(sql, args).fetchall()
-
-
 @pytest.fixture
 def stack(tmp_path, default_model_dir):
     stack = Stack(tmp_path, redis_db=13, CHAT_STALL_TIMEOUT=4, CHAT_REQUEST_TIMEOUT=6, CHAT_WORKER_HEARTBEAT=1)
@@ -77,7 +72,7 @@ def test_a_worker_killed_mid_reply_ends_it_as_an_error_keeps_the_text_and_the_ne
     assert done["finish_reason"] == "error" and "stopped responding" in done["detail"]
     assert waited < 4 + 5  # the stall timeout plus the reaper's rounds
     streamed = "".join(f["text"] for f in frames if f["type"] == "token")
-    assert rows(stack, "SELECT content, finish_reason FROM chat_message WHERE id = ?", done["message"]) == [
+    assert stack.query("SELECT content, finish_reason FROM chat_message WHERE id = %s", done["message"]) == [
         (streamed, "error")]
     assert after[-1]["finish_reason"] in ("stop", "length")
 
@@ -97,34 +92,42 @@ def test_with_no_worker_a_turn_gets_no_worker_and_healthz_says_503(stack):
     frames = asyncio.run(scenario())
     assert any(f["type"] == "error" and f["code"] == "no_worker" for f in frames)
     assert frames[-1]["finish_reason"] == "error"
-    assert rows(stack, "SELECT count(*) FROM chat_message WHERE content = 'Hello?'") == [(1,)]
+    assert stack.query("SELECT count(*) FROM chat_message WHERE content = 'Hello?'") == [(1,)]
+
+
+def turn_while_the_database_is_away(stack, take_away, bring_back):
+    """A turn sent while the database is away, then one once it is back: (error frame, frames of the
+    second turn). Then checks that nothing of the first turn was stored, and all of the second."""
+    async def scenario():
+        socket = await open_socket(stack, guest_cookie(stack))
+        take_away()
+        try:
+            await socket.send(json.dumps({"type": "send", "conversation": None, "content": "while away"}))
+            error = await next_frame(socket, timeout=15)
+        finally:
+            bring_back()
+        await socket.send(json.dumps({"type": "send", "conversation": None, "content": "once it is back",
+                                      "params": {"max_new_tokens": 4}}))
+        after = await until(socket, "done", timeout=120)
+        await socket.close()
+        return error, after
+
+    error, after = asyncio.run(scenario())
+    assert error["code"] == "database_unavailable" and "nothing was changed" in error["detail"]
+    assert stack.query("SELECT count(*) FROM chat_message WHERE content = %s", "while away") == [(0,)]
+    assert stack.query("SELECT count(*) FROM chat_conversation WHERE title = %s", "while away") == [(0,)]
+    assert after[-1]["type"] == "done" and after[-1]["finish_reason"] in ("stop", "length")
+    assert stack.query("SELECT count(*) FROM chat_message WHERE content = %s", "once it is back") == [(1,)]
 
 
 def test_a_locked_database_gives_an_error_and_leaves_nothing_half_written(tmp_path, default_model_dir):
     stack = Stack(tmp_path, redis_db=13, CHAT_DB_TIMEOUT=1).start_all()
+    lock = sqlite3.connect(stack.db_path, isolation_level=None)
     try:
-        async def scenario():
-            socket = await open_socket(stack, guest_cookie(stack))
-            lock = sqlite3.connect(stack.db_path, isolation_level=None)
-            lock.execute("BEGIN EXCLUSIVE")
-            try:
-                await socket.send(json.dumps({"type": "send", "conversation": None, "content": "while locked"}))
-                error = await next_frame(socket, timeout=15)
-            finally:
-                lock.execute("ROLLBACK")
-                lock.close()
-            await socket.send(json.dumps({"type": "send", "conversation": None, "content": "after the lock",
-                                          "params": {"max_new_tokens": 4}}))
-            after = await until(socket, "done", timeout=120)
-            await socket.close()
-            return error, after
-
-        error, after = asyncio.run(scenario())
-        assert error["code"] == "database_unavailable" and "nothing was changed" in error["detail"]
-        assert rows(stack, "SELECT count(*) FROM chat_message WHERE content = 'while locked'") == [(0,)]
-        assert rows(stack, "SELECT count(*) FROM chat_conversation WHERE title = 'while locked'") == [(0,)]
-        assert after[-1]["type"] == "done"
+        turn_while_the_database_is_away(stack, lambda: lock.execute("BEGIN EXCLUSIVE"),
+                                        lambda: lock.execute("ROLLBACK"))
     finally:
+        lock.close()
         stack.stop()
 
 
@@ -135,26 +138,8 @@ def test_postgresql_going_away_gives_an_error_leaves_nothing_half_written_and_co
     back the pool replaces its dead connections and the next turn completes."""
     stack = Stack(tmp_path, redis_db=13, database=postgres_server_url, CHAT_DB_TIMEOUT=2).start_all()
     try:
-        async def scenario():
-            socket = await open_socket(stack, guest_cookie(stack))
-            stack.postgres.set_reachable(False)
-            try:
-                await socket.send(json.dumps({"type": "send", "conversation": None, "content": "while down"}))
-                error = await next_frame(socket, timeout=15)
-            finally:
-                stack.postgres.set_reachable(True)
-            await socket.send(json.dumps({"type": "send", "conversation": None, "content": "after it is back",
-                                          "params": {"max_new_tokens": 4}}))
-            after = await until(socket, "done", timeout=120)
-            await socket.close()
-            return error, after
-
-        error, after = asyncio.run(scenario())
-        assert error["code"] == "database_unavailable" and "nothing was changed" in error["detail"]
-        assert stack.query("SELECT count(*) FROM chat_message WHERE content = %s", "while down") == [(0,)]
-        assert stack.query("SELECT count(*) FROM chat_conversation WHERE title = %s", "while down") == [(0,)]
-        assert after[-1]["type"] == "done" and after[-1]["finish_reason"] in ("stop", "length")
-        assert stack.query("SELECT count(*) FROM chat_message WHERE content = %s", "after it is back") == [(1,)]
+        turn_while_the_database_is_away(stack, lambda: stack.postgres.set_reachable(False),
+                                        lambda: stack.postgres.set_reachable(True))
     finally:
         stack.stop()
 
@@ -225,7 +210,7 @@ def test_a_redis_restart_mid_session_loses_nothing(tmp_path, default_model_dir):
         assert [(m["role"], m["content"]) for m in history["messages"]] == [
             ("user", "My name is Ada."), ("assistant", first_reply)]
         assert second[-1]["finish_reason"] in ("stop", "length"), second[-1]
-        assert rows(stack, "SELECT count(*) FROM chat_message") == [(4,)]
+        assert stack.query("SELECT count(*) FROM chat_message") == [(4,)]
     finally:
         stack.stop()
         redis_server.kill()
