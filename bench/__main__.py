@@ -223,7 +223,7 @@ def main():
     django.setup()
     from django.conf import settings
 
-    from chat.worker import engine_config_from_settings
+    from chat.engines import engine_config_from_settings
     from inference import load_model
     from inference.device import resolve_device, resolve_dtype
     from inference.packaged_model import ensure_converted

@@ -5,7 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from inference import EngineError
 
-from ...worker import InferenceWorker, load_engine_from_settings
+from ...engines import load_engine_from_settings
+from ...worker import InferenceWorker
 
 
 class Command(BaseCommand):
