@@ -136,7 +136,10 @@ def whole_stack(request, tmp_path_factory, default_model_dir):
     if request.param == "sqlite":
         yield request.getfixturevalue("live_stack")
         return
-    stack = Stack(tmp_path_factory.mktemp("pg-stack"), database=stack_database(request), **LIVE_STACK_SETTINGS)
+    # its own Redis database too: the session's live stack may be running, and its worker would
+    # take this stack's turns from a shared queue (and not find their conversations)
+    stack = Stack(tmp_path_factory.mktemp("pg-stack"), redis_db=8, database=stack_database(request),
+                  **LIVE_STACK_SETTINGS)
     try:
         yield stack.start_all()
     finally:
