@@ -124,7 +124,7 @@ class Message(models.Model):
     # Provenance of a reply: the worker that served it and how its model ran there. Database
     # defaults too, so that rows written outside the ORM (tests, scripts) need not name them.
     worker = models.CharField(max_length=200, blank=True, default="", db_default="")
-    device = models.CharField(max_length=32, blank=True, default="", db_default="")
+    device = models.CharField(max_length=200, blank=True, default="", db_default="")  # an upstream's URL too
     precision = models.CharField(max_length=32, blank=True, default="", db_default="")
     params = models.JSONField(default=dict, blank=True)
     rating = models.SmallIntegerField(null=True, blank=True, choices=[(1, "up"), (-1, "down")], db_index=True)
@@ -140,11 +140,13 @@ class Message(models.Model):
     def __str__(self):
         return f"{self.role}: {self.content[:60]}"
 
-    @staticmethod
-    def provenance(worker_id, engine):
-        """The provenance fields of a reply served by this worker's engine (for finish_reply)."""
-        return {"model_name": engine.name, "worker": worker_id, "device": str(engine.device),
-                "precision": str(engine.dtype).removeprefix("torch.")}
+    @classmethod
+    def provenance(cls, worker_id, engine):
+        """The provenance fields of a reply served by this worker's engine (for finish_reply), each
+        cut to its column's length (PostgreSQL refuses a longer value, and with it the whole reply)."""
+        values = {"model_name": engine.name, "worker": worker_id, "device": str(engine.device),
+                  "precision": str(engine.dtype).removeprefix("torch.")}
+        return {name: value[:cls._meta.get_field(name).max_length] for name, value in values.items()}
 
     @property
     def generating(self):
