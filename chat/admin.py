@@ -1,26 +1,27 @@
-"""The reviewers' view: conversations with their whole transcript, read-only by default."""
-import csv
-import io
-import json
-
+"""The reviewers' view: conversations with their whole transcript, read-only by default; a review
+queue (filters, a reviewed mark with a note), exports, and a dashboard of the service's days."""
 from django.conf import settings
 from django.contrib import admin
-from django.db.models import Count
-from django.http import HttpResponse
-
 from django.contrib import messages as admin_messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import Http404, HttpResponse, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
+from . import dashboard, exports
+from .admin_transcript import transcript
+from .formatting import format_seconds
 from .models import ApiKey, Conversation, Message
 
-MESSAGE_FIELDS = [
-    "id", "role", "content", "finish_reason", "error_detail", "superseded", "prompt_tokens",
-    "completion_tokens", "time_to_first_token_ms", "generation_ms", "model_name", "params",
-    "rating", "feedback", "created",
-]
+REVIEW_NOTE_CHARS = 5000
 
 
 class ReadOnlyUnlessConfigured:
-    """Reviewers read history; they do not rewrite it (CHAT_ADMIN_READ_ONLY=false lifts this)."""
+    """Reviewers read history; they do not rewrite it (CHAT_ADMIN_READ_ONLY=false lifts this).
+    The reviewed mark is apart from this: see ConversationAdmin.review_view."""
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -30,17 +31,6 @@ class ReadOnlyUnlessConfigured:
 
     def has_delete_permission(self, request, obj=None):
         return not settings.CHAT_ADMIN_READ_ONLY and super().has_delete_permission(request, obj)
-
-
-class MessageInline(ReadOnlyUnlessConfigured, admin.TabularInline):
-    model = Message
-    fields = readonly_fields = [
-        "id", "created", "role", "content", "finish_reason", "superseded", "prompt_tokens",
-        "completion_tokens", "time_to_first_token_ms", "generation_ms", "rating", "feedback",
-    ]
-    ordering = ["id"]
-    extra = 0
-    can_delete = False
 
 
 class OwnerKindFilter(admin.SimpleListFilter):
@@ -67,58 +57,67 @@ class RatingFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         rating = {"down": -1, "up": 1}.get(self.value())
-        return queryset.filter(messages__rating=rating).distinct() if rating else queryset
+        return queryset.with_replies(rating=rating) if rating else queryset
 
 
-def _export_rows(conversations):
-    for conversation in conversations.prefetch_related("messages"):
-        for message in conversation.messages.all():
-            row = {"conversation": conversation.pk, "title": conversation.title,
-                   "owner": str(conversation.user) if conversation.user_id else f"guest:{conversation.guest_key[:8]}"}
-            row.update({field: getattr(message, field) for field in MESSAGE_FIELDS})
-            row["created"] = message.created.isoformat()
-            yield row
+class ReplyOutcomeFilter(admin.SimpleListFilter):
+    title = "replies ended"
+    parameter_name = "ended"
+    OUTCOMES = {"error": Message.FinishReason.ERROR, "stopped": Message.FinishReason.CANCELLED,
+                "length": Message.FinishReason.LENGTH}
+
+    def lookups(self, request, model_admin):
+        return [("error", "With an error"), ("stopped", "Stopped by the user"), ("length", "Cut at the length limit")]
+
+    def queryset(self, request, queryset):
+        reason = self.OUTCOMES.get(self.value())
+        return queryset.with_replies(finish_reason=reason) if reason else queryset
+
+
+class ReviewedFilter(admin.SimpleListFilter):
+    title = "review"
+    parameter_name = "reviewed"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Not reviewed"), ("yes", "Reviewed")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.reviewed(self.value() == "yes")
+        return queryset
 
 
 @admin.action(description="Export selected conversations as CSV")
 def export_csv(modeladmin, request, queryset):
-    buffer = io.StringIO()
-    writer = None
-    for row in _export_rows(queryset):
-        if writer is None:
-            writer = csv.DictWriter(buffer, fieldnames=list(row))
-            writer.writeheader()
-        writer.writerow({k: _spreadsheet_safe(json.dumps(v) if isinstance(v, dict) else v) for k, v in row.items()})
-    response = HttpResponse(buffer.getvalue(), content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="conversations.csv"'
-    return response
-
-
-def _spreadsheet_safe(value):
-    """A cell a spreadsheet would run as a formula (=, +, -, @, or a tab/CR first) is kept as text
-    with a leading apostrophe (OWASP's advice against CSV injection)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+    return _download(exports.as_csv(queryset), "text/csv", "conversations.csv")
 
 
 @admin.action(description="Export selected conversations as JSONL")
 def export_jsonl(modeladmin, request, queryset):
-    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in _export_rows(queryset))
-    response = HttpResponse(lines, content_type="application/x-ndjson")
-    response["Content-Disposition"] = 'attachment; filename="conversations.jsonl"'
+    return _download(exports.as_jsonl(exports.message_rows(queryset)), "application/x-ndjson", "conversations.jsonl")
+
+
+@admin.action(description="Export selected conversations for fine-tuning (JSONL, active branch only)")
+def export_fine_tuning(modeladmin, request, queryset):
+    return _download(exports.as_jsonl(exports.fine_tuning_examples(queryset)), "application/x-ndjson",
+                     "fine-tuning.jsonl")
+
+
+def _download(content, content_type, filename):
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
 @admin.register(Conversation)
 class ConversationAdmin(ReadOnlyUnlessConfigured, admin.ModelAdmin):
-    list_display = ["id", "title", "owner_display", "model_name", "message_count", "created", "updated"]
-    list_filter = [("created", admin.DateFieldListFilter), OwnerKindFilter, "user", "model_name", RatingFilter]
+    list_display = ["id", "title", "owner_display", "model_name", "message_count", "reviewed", "created", "updated"]
+    list_filter = [ReviewedFilter, RatingFilter, ReplyOutcomeFilter, "model_name",
+                   ("created", admin.DateFieldListFilter), OwnerKindFilter, "user"]
     search_fields = ["title", "messages__content", "user__username", "guest_key"]
     date_hierarchy = "created"
-    readonly_fields = ["user", "guest_key", "title", "model_name", "created", "updated"]
-    inlines = [MessageInline]
-    actions = [export_csv, export_jsonl]
+    fields = readonly_fields = ["user", "guest_key", "title", "model_name", "created", "updated"]
+    actions = [export_csv, export_jsonl, export_fine_tuning]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user").annotate(message_count=Count("messages"))
@@ -131,19 +130,85 @@ class ConversationAdmin(ReadOnlyUnlessConfigured, admin.ModelAdmin):
     def message_count(self, obj):
         return obj.message_count
 
+    @admin.display(description="reviewed", boolean=True, ordering="reviewed_at")
+    def reviewed(self, obj):
+        return obj.reviewed_at is not None
+
+    def has_review_permission(self, request, obj=None):
+        """May mark conversations reviewed (with a note): allowed while the admin is read-only."""
+        return request.user.is_active and request.user.is_staff and request.user.has_perm("chat.review_conversation")
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("dashboard/", view(self.dashboard_view), name="chat_dashboard"),
+            path("<path:object_id>/review/", view(self.review_view), name="chat_conversation_review"),
+        ] + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        conversation = self.get_object(request, unquote(object_id))
+        extra_context = dict(extra_context or {})
+        if conversation is not None:
+            extra_context.update({
+                "transcript": transcript(conversation),
+                "can_review": self.has_review_permission(request, conversation),
+                "review_url": reverse("admin:chat_conversation_review", args=[conversation.pk]),
+            })
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def review_view(self, request, object_id):
+        """Mark the conversation reviewed with a note (or not reviewed), back to its page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        conversation = self.get_object(request, unquote(object_id))
+        if conversation is None:
+            raise Http404("no such conversation")
+        if not self.has_review_permission(request, conversation):
+            raise PermissionDenied
+        if request.POST.get("reviewed") == "0":
+            conversation.clear_review()
+            done = "Marked not reviewed"
+        else:
+            note = request.POST.get("note", "").strip()[:REVIEW_NOTE_CHARS]
+            conversation.mark_reviewed(request.user, note)
+            done = "Marked reviewed" + (f": {note}" if note else "")
+        self.log_change(request, conversation, done)
+        self.message_user(request, f"{done}.", admin_messages.SUCCESS)
+        return redirect("admin:chat_conversation_change", conversation.pk)
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            days = min(dashboard.MAX_DAYS, max(1, int(request.GET.get("days", dashboard.DEFAULT_DAYS))))
+        except ValueError:
+            days = dashboard.DEFAULT_DAYS
+        context = {**self.admin_site.each_context(request), "title": "Service dashboard", "days": days,
+                   "day_choices": [7, 14, 30, 90], **dashboard.charts(dashboard.figures(days))}
+        return TemplateResponse(request, "admin/chat/dashboard.html", context)
+
 
 @admin.register(Message)
 class MessageAdmin(ReadOnlyUnlessConfigured, admin.ModelAdmin):
-    list_display = ["id", "conversation", "role", "short_content", "finish_reason", "rating", "completion_tokens",
-                    "time_to_first_token_ms", "created"]
-    list_filter = ["role", "finish_reason", "rating", "superseded", "model_name", ("created", admin.DateFieldListFilter)]
+    list_display = ["id", "conversation", "role", "short_content", "finish_reason_display", "rating", "model_name",
+                    "worker", "completion_tokens", "first_token", "created"]
+    list_filter = ["role", "finish_reason", "rating", "superseded", "model_name", "worker", "device", "precision",
+                   ("created", admin.DateFieldListFilter)]
     search_fields = ["content", "feedback"]
-    readonly_fields = MESSAGE_FIELDS + ["conversation"]
+    readonly_fields = exports.MESSAGE_FIELDS + ["conversation"]
     list_select_related = ["conversation"]
 
     @admin.display(description="content")
     def short_content(self, obj):
         return obj.content[:80]
+
+    @admin.display(description="finish reason", ordering="finish_reason")
+    def finish_reason_display(self, obj):
+        return obj.get_finish_reason_display() if obj.role == Message.Role.ASSISTANT else "–"
+
+    @admin.display(description="first token", ordering="time_to_first_token_ms")
+    def first_token(self, obj):
+        return format_seconds(obj.time_to_first_token_ms)
 
 
 @admin.register(ApiKey)
