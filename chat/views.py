@@ -6,6 +6,8 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 
+from inference.sampling import SamplingParams
+
 from .live_state import live_workers
 from .admission import admit_guest, http_client_address, too_many_requests
 from .turns import ProtocolError
@@ -18,7 +20,18 @@ def index(request):
             async_to_sync(admit_guest)(request.session, http_client_address(request))
         except ProtocolError as exc:
             return too_many_requests(exc.detail, exc.extra["retry_after"])
-    return render(request, "chat/index.html", {"max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS})
+    return render(request, "chat/index.html", _page_limits())
+
+
+def _page_limits():
+    """What the page needs to know of the server's limits and defaults (it sends only the params
+    the user set; the server fills in the rest)."""
+    return {
+        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "default_max_new_tokens": settings.CHAT_MAX_NEW_TOKENS,
+        "max_new_tokens_limit": settings.CHAT_MAX_NEW_TOKENS_LIMIT,
+        "default_temperature": SamplingParams().temperature,
+    }
 
 
 async def _health():

@@ -119,6 +119,7 @@ export function beginTurn(state, frame) {
 export function connectionOpened(state) {
   state.connected = true;
   state.live.clear();
+  state.pending = null; // its ack was lost with the old socket; the history shows whether it was stored
   const effects = [{ type: "send", frame: { type: "list" } }, { type: "sidebar" }, { type: "render" }];
   if (state.current !== null) effects.push(...requestHistory(state, state.current));
   return effects;

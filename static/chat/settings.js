@@ -1,34 +1,65 @@
 // Generation settings kept in localStorage and sent as a turn's `params`.
+//
+// Only what the user set is kept and sent; the server fills in the rest (chat/turns.py,
+// reply_params), so its configured defaults apply. A value equal to the server's default is not
+// a choice of the user's: it is left out, and follows the server if the default changes. The
+// defaults and the limit come from the server, on the page's <body> (templates/chat/index.html).
 
 export const STORAGE_KEY = "chat.settings";
-export const DEFAULTS = Object.freeze({ system: "", temperature: 0.7, max_new_tokens: 512 });
-export const MAX_TOKENS_LIMIT = 4096;
 
-function clamp(value, low, high, fallback) {
-  const number = Number(value);
-  if (!Number.isFinite(number)) return fallback;
-  return Math.min(high, Math.max(low, number));
-}
-
-export function normalize(raw) {
-  const source = raw && typeof raw === "object" ? raw : {};
+/** The server's defaults and limits, from <body data-default-temperature=… data-…>. */
+export function serverDefaults(dataset) {
   return {
-    system: typeof source.system === "string" ? source.system : DEFAULTS.system,
-    temperature: Math.round(clamp(source.temperature, 0, 2, DEFAULTS.temperature) * 100) / 100,
-    max_new_tokens: Math.round(clamp(source.max_new_tokens, 1, MAX_TOKENS_LIMIT, DEFAULTS.max_new_tokens)),
+    system: "", // empty: the server's own system prompt
+    temperature: Number(dataset.defaultTemperature),
+    max_new_tokens: Number(dataset.defaultMaxNewTokens),
+    max_new_tokens_limit: Number(dataset.maxNewTokensLimit),
   };
 }
 
-export function loadSettings() {
+function given(value) {
+  return typeof value === "number" ? Number.isFinite(value) : typeof value === "string" && value.trim() !== "";
+}
+
+function clamp(value, low, high) {
+  return Math.min(Number.isFinite(high) ? high : Infinity, Math.max(low, value));
+}
+
+/** The settings the user chose: {system?, temperature?, max_new_tokens?}, each within bounds. */
+export function normalize(raw, defaults) {
+  const source = raw && typeof raw === "object" ? raw : {};
+  const settings = {};
+  if (typeof source.system === "string" && source.system.trim()) settings.system = source.system;
+  if (given(source.temperature) && Number.isFinite(Number(source.temperature))) {
+    const temperature = Math.round(clamp(Number(source.temperature), 0, 2) * 100) / 100;
+    if (temperature !== defaults.temperature) settings.temperature = temperature;
+  }
+  if (given(source.max_new_tokens) && Number.isFinite(Number(source.max_new_tokens))) {
+    const tokens = Math.round(clamp(Number(source.max_new_tokens), 1, defaults.max_new_tokens_limit));
+    if (tokens !== defaults.max_new_tokens) settings.max_new_tokens = tokens;
+  }
+  return settings;
+}
+
+/** What the settings dialog shows: the user's values, the server's defaults for the rest. */
+export function withDefaults(settings, defaults) {
+  return {
+    system: settings.system ?? defaults.system,
+    temperature: settings.temperature ?? defaults.temperature,
+    max_new_tokens: settings.max_new_tokens ?? defaults.max_new_tokens,
+  };
+}
+
+export function loadSettings(defaults) {
   try {
-    return normalize(JSON.parse(localStorage.getItem(STORAGE_KEY) || "null"));
+    return normalize(JSON.parse(localStorage.getItem(STORAGE_KEY) || "null"), defaults);
   } catch {
-    return normalize(null);
+    return normalize(null, defaults);
   }
 }
 
-export function saveSettings(settings) {
-  const clean = normalize(settings);
+export function saveSettings(values, defaults) {
+  const clean = normalize(values, defaults);
   try {
     localStorage.setItem(STORAGE_KEY, JSON.stringify(clean));
   } catch {
@@ -37,9 +68,11 @@ export function saveSettings(settings) {
   return clean;
 }
 
-/** The protocol's `params` object: an empty system prompt means "the server's default". */
+/** The protocol's `params` object: only the values the user set. */
 export function toParams(settings) {
-  const params = { temperature: settings.temperature, max_new_tokens: settings.max_new_tokens };
-  if (settings.system.trim()) params.system = settings.system;
+  const params = {};
+  for (const key of ["temperature", "max_new_tokens", "system"]) {
+    if (settings[key] !== undefined) params[key] = settings[key];
+  }
   return params;
 }

@@ -183,6 +183,14 @@ describe("reconnect mid-reply", () => {
     assert.equal(reply.finish_reason, "stop");
   });
 
+  test("a turn whose ack was lost with the old socket no longer blocks the next one", () => {
+    const state = showing([[1, "user", "q"], [2, "assistant", "a", { finish_reason: "stop" }]]);
+    beginTurn(state, { type: "send", conversation: C, content: "again" });
+    connectionLost(state);
+    connectionOpened(state);
+    assert.equal(state.pending, null);
+  });
+
   test("a reply that ended while we were away is shown as stored", () => {
     const state = showing([[1, "user", "q"], [2, "assistant", "par", { generating: true }]]);
     connectionLost(state);
