@@ -123,6 +123,7 @@ class ChatPage:
 
         self.page.wait_for_function(
             "() => window.chatApp.socket.isOpen && !document.getElementById('send-button').disabled", timeout=30_000)
+        self.replies_before_send = self.assistants().count()
         self.input.fill(text)
         self.input.press("Enter")
         # The page clears the box only when the frame went out; a refusal keeps the text and says why.
@@ -144,10 +145,14 @@ class ChatPage:
             "(id) => (window.chatApp.state.messages.find(m => m.id === id) || {}).content ?? null", message_id)
 
     def wait_last_reply_started(self, timeout=REPLY_TIMEOUT_MS):
+        """The id of the reply to the last send, once the page shows it: waiting or generating, or
+        already ended (a short reply on a fast machine can end before the page is next looked at)."""
         self.page.wait_for_function(
-            """() => { const els = document.querySelectorAll('#messages .msg-assistant');
+            """([before, states]) => { const els = document.querySelectorAll('#messages .msg-assistant');
                        const last = els[els.length - 1];
-                       return last && ['waiting', 'generating'].includes(last.dataset.state); }""", timeout=timeout)
+                       return last && states.includes(last.dataset.state)
+                           && (['waiting', 'generating'].includes(last.dataset.state) || els.length > before); }""",
+            arg=[getattr(self, "replies_before_send", 0), ["waiting", "generating", *FINAL_STATES]], timeout=timeout)
         return int(self.last_reply().get_attribute("data-id"))
 
     def wait_reply_text(self, message_id, min_chars, timeout=REPLY_TIMEOUT_MS):

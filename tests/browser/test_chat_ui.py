@@ -59,6 +59,42 @@ def test_settings_panel_is_saved_and_sent_as_params(chat_session):
     assert state in ("stop", "length")
 
 
+def test_untouched_settings_send_no_params_and_the_dialog_shows_the_server_s_defaults(chat_session):
+    """Nothing the user did not set goes out: the server's CHAT_MAX_NEW_TOKENS and temperature apply,
+    and the dialog shows them, with the server's limit as the field's bound."""
+    session = chat_session()
+    chat = session.new_page()
+    page = chat.page
+    page.evaluate("() => localStorage.setItem('chat.settings', '{}')")  # nothing set (not the suite's preset)
+    frames = sent_frames(page)
+    chat.reload()
+    limits = page.evaluate("() => ({...document.body.dataset})")
+    assert (limits["defaultMaxNewTokens"], limits["maxNewTokensLimit"]) == ("512", "4096")  # the stack's settings
+
+    page.get_by_role("button", name="Settings").click()
+    dialog = page.get_by_role("dialog", name="Settings")
+    assert dialog.get_by_label("Max tokens").input_value() == "512"
+    assert dialog.get_by_label("Max tokens").get_attribute("max") == "4096"
+    assert dialog.locator("output").inner_text() == "0.70"
+    dialog.get_by_role("button", name="Cancel").click()
+
+    chat.send("Say hi.")
+    reply_id = chat.wait_last_reply_started()
+    send = [f for f in frames if f.get("type") == "send"][-1]
+    assert send.get("params", {}) == {}
+    _, state, _ = chat.wait_reply_done(reply_id)
+    assert state in ("stop", "length")
+
+    # Regenerate is answered with an ack that names the replaced reply: the page swaps at once.
+    page.get_by_role("button", name="Regenerate reply").click()
+    page.wait_for_function(
+        "(old) => { const m = window.chatApp.state.messages.filter(m => m.role === 'assistant');"
+        "           return m.length === 1 && m[0].id !== old; }", arg=reply_id, timeout=30_000)
+    regenerate = [f for f in frames if f.get("type") == "regenerate"][-1]
+    assert regenerate.get("params", {}) == {}
+    chat.wait_reply_done()
+
+
 def test_keyboard_only_use(chat):
     page = chat.page
     chat.set_settings(max_new_tokens=6)
