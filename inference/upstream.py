@@ -102,7 +102,9 @@ class _UpstreamReply:
                 try:
                     return self._once()
                 except _Retryable as exc:
-                    if self.streamed or attempt == self.engine.config.attempts - 1 or stream.cancelled:
+                    if stream.cancelled:
+                        return stream.finish("cancelled")
+                    if self.streamed or attempt == self.engine.config.attempts - 1:
                         raise EngineError(str(exc)) from None
                     log.warning("upstream %s: %s; trying again", self.engine.url, exc)
                     time.sleep(1.0 * (attempt + 1))
@@ -198,9 +200,10 @@ class UpstreamHealth:
 
     def __init__(self, engine):
         self.engine = engine
+        self._healthy, self.problem = True, ""
         self._healthy = self._probe()
         if not self._healthy:
-            log.warning("upstream %s is not answering", engine.url)
+            log.warning("upstream %s is not answering (%s)", engine.url, self.problem)
         self._wake = threading.Event()
         threading.Thread(target=self._probe_forever, name="upstream-health", daemon=True).start()
 
@@ -218,8 +221,10 @@ class UpstreamHealth:
     def _probe(self):
         try:
             self.engine.models()
+            self.problem = ""
             return True
-        except (httpx.HTTPError, ValueError):
+        except (httpx.HTTPError, ValueError) as exc:  # a refused key shows here as 401/403
+            self.problem = str(exc).splitlines()[0][:200] or type(exc).__name__
             return False
 
     def _probe_forever(self):
@@ -228,5 +233,6 @@ class UpstreamHealth:
             self._wake.clear()
             healthy = self._probe()
             if healthy != self._healthy:
-                log.warning("upstream %s is %s", self.engine.url, "answering again" if healthy else "not answering")
+                log.warning("upstream %s is %s", self.engine.url,
+                            "answering again" if healthy else f"not answering ({self.problem})")
             self._healthy = healthy

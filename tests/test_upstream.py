@@ -141,3 +141,22 @@ def test_without_a_model_name_an_unreachable_upstream_stops_the_worker_with_a_cl
     assert result.returncode != 0
     assert f"the upstream server at {closed} does not answer GET /models" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_refused_key_keeps_the_worker_unready_and_says_why(tmp_path, upstream):
+    stack = front_stack(tmp_path / "front", upstream.base_url + "/v1", CHAT_UPSTREAM_API_KEY="sk-chat-wrong",
+                        CHAT_UPSTREAM_MODEL="tiny")
+    stack.migrate()
+    for name in stack.commands:
+        stack.start(name)
+    try:
+        deadline = time.monotonic() + 60
+        while "not answering" not in stack.log("worker"):
+            assert time.monotonic() < deadline, stack.log("worker")[-2000:]
+            time.sleep(0.5)
+        assert "401" in stack.log("worker")
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(stack.base_url + "/healthz")
+        assert answer.value.code == 503
+    finally:
+        stack.stop()
