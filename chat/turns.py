@@ -165,10 +165,6 @@ def rate(owner, message_id, rating, comment):
     return message.conversation_id, message.feedback
 
 
-def conversation_of(message_id):
-    return Message.objects.filter(pk=message_id).values_list("conversation_id", flat=True).first()
-
-
 @transaction.atomic
 def start_api_turn(owner, messages, params):
     """Store an API request as a new conversation: its messages, then an empty reply to fill."""

@@ -141,12 +141,13 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": _read("dj_db_url", "DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+CHAT_DB_TIMEOUT = _positive("float", "CHAT_DB_TIMEOUT", 20.0)  # seconds a request waits for the database
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker processes write concurrently: take the write lock when a transaction begins
     # (a deferred one that reads first and then writes can fail at once), wait for it rather
     # than failing, and let readers go on while one process writes (WAL).
     DATABASES["default"].setdefault("OPTIONS", {}).update({
-        "timeout": _positive("float", "CHAT_DB_TIMEOUT", 20.0),
+        "timeout": CHAT_DB_TIMEOUT,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     })
@@ -160,7 +161,7 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).update({
         "connect_timeout": 5,
         "pool": {"min_size": 1, "max_size": _positive("int", "CHAT_DB_POOL_SIZE", 10),
-                 "timeout": _positive("float", "CHAT_DB_TIMEOUT", 20.0)},
+                 "timeout": CHAT_DB_TIMEOUT},
     })
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

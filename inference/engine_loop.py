@@ -192,6 +192,7 @@ class EngineLoop:
             self._finish(reply, "length")
 
     def _finish(self, reply, reason):
+        """End the reply normally: the text its detokenizer still holds, then its finish reason."""
         tail = reply.detokenizer.flush() if reply.detokenizer else ""
         if tail:
             reply.stream.push(tail)
@@ -208,11 +209,7 @@ class EngineLoop:
 
     def _end_cancelled(self):
         for sequence in [s for s in list(self.scheduler.waiting) + self.scheduler.running if s.owner.stream.cancelled]:
-            reply = sequence.owner
-            tail = reply.detokenizer.flush() if reply.detokenizer else ""
-            if tail:
-                reply.stream.push(tail)
-            self._end(reply, reason="cancelled")
+            self._finish(sequence.owner, "cancelled")
 
     def _update_positions(self):
         for sequence, position in self.scheduler.queue_positions().items():

@@ -44,9 +44,5 @@ class SlotCache:
         self.keys[layer][slots, :, positions] = keys[0].transpose(0, 1)
         self.values[layer][slots, :, positions] = values[0].transpose(0, 1)
 
-    def bytes(self):
-        per_tensor = self.rows * self.kv_heads * self.capacity * self.head_dim * self.keys[0].element_size()
-        return 2 * self.layers * per_tensor
-
     def _empty(self, capacity):
         return torch.zeros(self.rows, self.kv_heads, capacity, self.head_dim, device=self.device, dtype=self.dtype)
