@@ -10,6 +10,7 @@ an unreachable, overloaded (429) or failing (5xx) upstream is tried again a few 
 """
 import json
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -108,11 +109,11 @@ class _UpstreamReply:
                         raise EngineError(str(exc)) from None
                     log.warning("upstream %s: %s; trying again", self.engine.url, exc)
                     time.sleep(1.0 * (attempt + 1))
-        except EngineError as exc:
-            stream.fail(exc)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong ends this reply, with a reason
-            if stream.cancelled:
+            if stream.cancelled:  # whatever broke after a stop (the closed connection), it was stopped
                 stream.finish("cancelled")
+            elif isinstance(exc, EngineError):
+                stream.fail(exc)
             else:
                 log.exception("upstream reply failed")
                 stream.fail(EngineError(f"the upstream request failed: {exc}"))
@@ -185,9 +186,20 @@ class _UpstreamReply:
         return finish_reason
 
     def _close(self):
+        """Called on the stopping thread. Shutting the socket down (rather than closing the response
+        from here) wakes the reading thread at once even while the server is silent, and the server
+        sees its client go away and aborts the request; the reading thread closes the response."""
         response = self.response
-        if response is not None:
-            response.close()  # the server sees its client go away and aborts the request
+        network = response.extensions.get("network_stream") if response is not None else None
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is None:
+            if response is not None:
+                response.close()
+            return
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed: the reply ended on its own
+            pass
 
 
 class _Retryable(Exception):

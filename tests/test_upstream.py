@@ -84,7 +84,7 @@ def test_replies_stream_from_the_upstream_and_are_stored_with_its_model(front, u
 def test_a_stop_closes_the_upstream_request_within_a_second(front, upstream):
     frames = asyncio.run(turn(front, "Tell me a long story", max_new_tokens=400, stop_after=3))
     stopped_at = time.monotonic()
-    assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "cancelled"
+    assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "cancelled", (frames[-1], front.log("worker")[-3000:])
     while last_reply(upstream)[2] == "":  # the upstream's own reply is still generating
         assert time.monotonic() - stopped_at < 1.0, "the upstream request outlived the stop by a second"
         time.sleep(0.05)
