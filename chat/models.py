@@ -200,3 +200,26 @@ class ApiKey(models.Model):
         raw_key = "sk-chat-" + secrets.token_urlsafe(32)
         self.prefix, self.key_hash = raw_key[:12], self.hash(raw_key)
         return raw_key
+
+
+class ShareLinkQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+
+class ShareLink(models.Model):
+    """A read-only link to a conversation's active branch (chat.sharing); anyone holding the token may read."""
+
+    conversation = models.ForeignKey(Conversation, related_name="share_links", on_delete=models.CASCADE)
+    token = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ShareLinkQuerySet.as_manager()
+
+    def __str__(self):
+        return f"share of {self.conversation_id} ({self.token[:6]}…)"
+
+    @staticmethod
+    def new_token():
+        return secrets.token_urlsafe(24)
