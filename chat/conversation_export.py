@@ -1,0 +1,135 @@
+"""A conversation's active branch out of the service (Markdown to read, JSON to keep), and a JSON
+export back in as a new conversation of the importer.
+
+The JSON round-trips: importing an export and exporting the copy gives the same `messages`.
+An import is checked whole before anything is stored, and stored in one transaction.
+"""
+import json
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .models import Conversation, Message
+from .turns import ProtocolError, title_from
+
+FORMAT = "chatsite.conversation"
+VERSION = 1
+MAX_IMPORT_BYTES = 2 * 1024 * 1024
+MAX_IMPORT_MESSAGES = 1000
+MAX_TITLE_CHARS = 200
+ROLES = {Message.Role.USER.value, Message.Role.ASSISTANT.value}
+# What an imported reply may have ended with ("" is a reply still generating: never exported as such).
+FINISH_REASONS = {"stop", "length", "cancelled", "error"}
+
+
+class ImportRefused(Exception):
+    """An import that is not a valid export: nothing was stored; the message says what is wrong."""
+
+    def __init__(self, detail, code="bad_import"):
+        super().__init__(detail)
+        self.code = code  # "too_large" or "bad_import"
+
+
+def message_record(message):
+    """One message as the JSON export lists it."""
+    record = {"role": message.role, "content": message.content}
+    if message.role == Message.Role.ASSISTANT:
+        # A reply still generating is exported as what it has so far, cut there.
+        record["finish_reason"] = message.finish_reason or Message.FinishReason.CANCELLED.value
+        if message.model_name:
+            record["model"] = message.model_name
+    return record
+
+
+def as_json(conversation):
+    """The export as a dict (json.dumps it): the title and the active branch's messages, in order."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "title": str(conversation),
+        "model": conversation.model_name,
+        "exported": timezone.now().isoformat(),
+        "messages": [message_record(m) for m in conversation.active_messages()],
+    }
+
+
+def as_markdown(conversation):
+    """The active branch as a Markdown document: the title, then each message under its speaker."""
+    parts = [f"# {_one_line(str(conversation))}", ""]
+    for message in conversation.active_messages():
+        speaker = "User" if message.role == Message.Role.USER else "Assistant"
+        parts += [f"## {speaker}", "", message.content.rstrip() or "*(empty)*", ""]
+    return "\n".join(parts)
+
+
+def _one_line(text):
+    return " ".join(text.split())
+
+
+def parse_import(raw):
+    """The export in `raw` (bytes or str) checked: (title, [message records]); raises ImportRefused."""
+    if len(raw) > MAX_IMPORT_BYTES:
+        raise ImportRefused(f"the file is over the import limit of {MAX_IMPORT_BYTES // (1024 * 1024)} MB",
+                            "too_large")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ImportRefused("the file is not valid JSON") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ImportRefused(f"this is not a conversation export (expected \"format\": \"{FORMAT}\")")
+    if data.get("version") != VERSION:
+        raise ImportRefused(f"export version {data.get('version')!r:.20} is not supported (expected {VERSION})")
+    title = data.get("title", "")
+    if not isinstance(title, str) or len(title) > MAX_TITLE_CHARS:
+        raise ImportRefused(f"\"title\" must be a string of at most {MAX_TITLE_CHARS} characters")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ImportRefused("\"messages\" must be a non-empty list")
+    if len(messages) > MAX_IMPORT_MESSAGES:
+        raise ImportRefused(f"the export has {len(messages)} messages; at most {MAX_IMPORT_MESSAGES} can be imported")
+    return " ".join(title.split()), [_checked(record, index) for index, record in enumerate(messages)]
+
+
+def _checked(record, index):
+    where = f"message {index + 1}"
+    if not isinstance(record, dict):
+        raise ImportRefused(f"{where} is not an object")
+    expected_role = "user" if index % 2 == 0 else "assistant"
+    if record.get("role") != expected_role:
+        raise ImportRefused(f"{where} must have \"role\": \"{expected_role}\" (messages alternate, user first)")
+    content = record.get("content")
+    if not isinstance(content, str):
+        raise ImportRefused(f"{where} has no text \"content\"")
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ImportRefused(f"{where} has {len(content)} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS}")
+    checked = {"role": expected_role, "content": content}
+    if expected_role == "assistant":
+        finish_reason = record.get("finish_reason", "stop")
+        if finish_reason not in FINISH_REASONS:
+            raise ImportRefused(f"{where} has an unknown \"finish_reason\" (one of {', '.join(sorted(FINISH_REASONS))})")
+        model = record.get("model", "")
+        if not isinstance(model, str) or len(model) > 200:
+            raise ImportRefused(f"{where} has a bad \"model\" (a string of at most 200 characters)")
+        checked.update(finish_reason=finish_reason, model=model)
+    return checked
+
+
+@transaction.atomic
+def import_conversation(owner, title, records):
+    """Store checked records (parse_import) as a new conversation of `owner`; returns it."""
+    if Conversation.objects.owned_by(owner).count() >= settings.CHAT_MAX_CONVERSATIONS:
+        raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "
+                            "conversations, the most allowed (CHAT_MAX_CONVERSATIONS); delete some first")
+    conversation = Conversation.objects.create(title=title or title_from(records[0]["content"]), **owner.fields())
+    # Each message follows the one before it (the versions' tree, where the model has it).
+    parent_field = hasattr(Message, "parent")
+    parent = None
+    for record in records:
+        fields = {"conversation": conversation, "role": record["role"], "content": record["content"]}
+        if record["role"] == "assistant":
+            fields.update(finish_reason=record["finish_reason"], model_name=record["model"])
+        if parent_field:
+            fields["parent"] = parent
+        parent = Message.objects.create(**fields)
+    return conversation

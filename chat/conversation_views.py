@@ -1,0 +1,147 @@
+"""The page's HTTP endpoints for one conversation: export (Markdown, JSON), import, share links,
+and the read-only shared page. docs/protocol.md ("HTTP endpoints of the page") lists them.
+
+The caller is identified as on the socket: the signed-in user, or the guest kept in the session.
+Someone else's conversation answers 404, exactly as one that does not exist.
+"""
+import json
+import logging
+import re
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from redis.exceptions import RedisError
+
+from . import conversation_export, sharing
+from .lifecycle import user_group
+from .markdown_html import render_markdown
+from .models import GUEST_SESSION_KEY, Owner
+from .turns import ProtocolError, get_owned
+
+log = logging.getLogger(__name__)
+MAX_ID = 2**63 - 1  # the database's bigint
+
+
+def _owner(request):
+    if request.user.is_authenticated:
+        return Owner(user_id=request.user.pk)
+    if settings.CHAT_ALLOW_GUESTS and GUEST_SESSION_KEY in request.session:
+        return Owner(guest_key=request.session[GUEST_SESSION_KEY])
+    return None
+
+
+def _owned(request, conversation_id):
+    owner = _owner(request)
+    if owner is None or conversation_id > MAX_ID:
+        raise Http404("no such conversation")
+    try:
+        return owner, get_owned(owner, conversation_id)
+    except ProtocolError:
+        raise Http404("no such conversation") from None
+
+
+def _refused(code, detail, status=400):
+    return JsonResponse({"error": code, "detail": detail}, status=status)
+
+
+def _filename(conversation, extension):
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", str(conversation)).strip("-")[:60] or "conversation"
+    return f"{stem}-{conversation.pk}.{extension}"
+
+
+def _attachment(body, content_type, filename):
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@never_cache
+@require_GET
+def export_markdown(request, conversation_id):
+    _, conversation = _owned(request, conversation_id)
+    return _attachment(conversation_export.as_markdown(conversation), "text/markdown; charset=utf-8",
+                       _filename(conversation, "md"))
+
+
+@never_cache
+@require_GET
+def export_json(request, conversation_id):
+    _, conversation = _owned(request, conversation_id)
+    body = json.dumps(conversation_export.as_json(conversation), ensure_ascii=False, indent=2)
+    return _attachment(body, "application/json; charset=utf-8", _filename(conversation, "json"))
+
+
+@require_POST
+def import_json(request):
+    """The body is an export (JSON); answers 201 {conversation, title}, or 4xx {error, detail}."""
+    owner = _owner(request)
+    if owner is None:
+        return _refused("auth_required", "open the chat page (or sign in) before importing", status=403)
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > conversation_export.MAX_IMPORT_BYTES:  # refused before the body is read
+        return _refused("too_large", f"the file is over the import limit of "
+                        f"{conversation_export.MAX_IMPORT_BYTES // (1024 * 1024)} MB", status=413)
+    try:
+        title, records = conversation_export.parse_import(request.body)
+        conversation = conversation_export.import_conversation(owner, title, records)
+    except conversation_export.ImportRefused as exc:
+        return _refused(exc.code, str(exc), status=413 if exc.code == "too_large" else 400)
+    except ProtocolError as exc:
+        return _refused(exc.code, exc.detail, status=409)
+    _tell_other_tabs(owner)
+    return JsonResponse({"conversation": conversation.pk, "title": str(conversation)}, status=201)
+
+
+def _tell_other_tabs(owner):
+    """Every socket of the owner asks for its list again (the protocol's `changed` frame)."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(user_group(owner.key), {"type": "chat.changed"})
+    except (RedisError, OSError):
+        log.warning("could not tell the tabs of %s that a conversation was imported", owner.key)
+
+
+def _link_answer(request, link):
+    if link is None:
+        return {"shared": False}
+    return {"shared": True, "token": link.token,
+            "url": request.build_absolute_uri(reverse("shared", args=[link.token]))}
+
+
+@never_cache
+@require_http_methods(["GET", "POST", "DELETE"])
+def share(request, conversation_id):
+    """GET: the live link ({shared, url?}); POST: create one (or return the live one); DELETE: revoke."""
+    owner, conversation = _owned(request, conversation_id)
+    if request.method == "POST":
+        return JsonResponse(_link_answer(request, sharing.share(owner, conversation.pk)), status=201)
+    if request.method == "DELETE":
+        revoked = sharing.revoke(owner, conversation.pk)
+        return JsonResponse({"shared": False, "revoked": revoked})
+    return JsonResponse(_link_answer(request, sharing.current_link(owner, conversation.pk)))
+
+
+@never_cache
+@require_GET
+def shared(request, token):
+    """The read-only page of a shared conversation: its active branch, rendered on the server."""
+    conversation = sharing.shared_conversation(token)
+    if conversation is None:
+        raise Http404("this link does not exist or was revoked")
+    # A reply still generating is left out: the page shows what is finished.
+    messages = [{"role": m.role, "content": m.content, "html": render_markdown(m.content) if m.role == "assistant" else "",
+                 "finish_reason": m.finish_reason}
+                for m in conversation.active_messages() if not m.generating]
+    response = render(request, "chat/shared.html", {"conversation": conversation, "messages": messages})
+    # The token is the key: never sent on to other sites, never indexed.
+    response["Referrer-Policy"] = "no-referrer"
+    response["X-Robots-Tag"] = "noindex, nofollow"
+    return response
