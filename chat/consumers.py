@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from inference.sampling import InvalidParameters
 
-from . import admission, metrics, turns
+from . import admission, attachments, metrics, presets, turns
 from .lifecycle import NO_WORKER, dispatch, request_stop, user_group
 from .live_state import ConversationHistory, LiveReply
 from .models import Owner
@@ -107,9 +107,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation_id = _conversation_field(frame, required=False)
         content = _content_field(frame, conversation_id)
         params = _params_field(frame, conversation_id)
+        files = attachments.validated(frame.get("attachments"), conversation_id)
+        chosen = None if frame.get("settings") is None else presets.clean_settings(frame["settings"], conversation_id)
         conversation, user_message, reply = await self._admit(
-            conversation_id, turns.start_turn, conversation_id, content, params)
-        await ConversationHistory(self.owner.key, conversation.pk).append(user_message.pk, "user", content)
+            conversation_id, turns.start_turn, conversation_id, content, params, files, chosen)
+        await ConversationHistory(self.owner.key, conversation.pk).append(
+            user_message.pk, "user", attachments.prompt_content(content, files))
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk})
         await self._announce_turn(conversation.pk, user_message, reply.pk)
@@ -131,8 +134,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         message_id = _id_field(frame, "message", conversation_id)
         content = _content_field(frame, conversation_id)
         params = _params_field(frame, conversation_id)
+        files = attachments.validated(frame["attachments"], conversation_id) if "attachments" in frame else None
         conversation, user_message, reply = await self._admit(
-            conversation_id, turns.start_edit, conversation_id, message_id, content, params)
+            conversation_id, turns.start_edit, conversation_id, message_id, content, params, files)
         await ConversationHistory(self.owner.key, conversation.pk).invalidate()
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk, "replaces": message_id})
@@ -160,8 +164,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 item["content"] = await LiveReply(message.pk).text()
                 item["generating"] = True
             frames.append(item)
-        await self.send_json({"type": "history", "conversation": conversation.pk, "title": str(conversation),
-                              "messages": frames})
+        history = {"type": "history", "conversation": conversation.pk, "title": str(conversation), "messages": frames}
+        if conversation.settings is not None:
+            history["settings"] = conversation.settings
+        await self.send_json(history)
 
     async def on_list(self, frame):
         items = await _db(turns.conversation_list)(self.owner)
@@ -195,10 +201,33 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "rating": rating, "comment": comment,
         })
 
+    async def on_presets(self, frame):
+        await self.send_json({"type": "presets", "items": await _db(presets.list_presets)(self.owner)})
+
+    async def on_preset_save(self, frame):
+        saved = await _db(presets.save_preset)(self.owner, frame.get("preset"))
+        await self._presets_changed(saved=saved["id"])
+
+    async def on_preset_delete(self, frame):
+        await _db(presets.delete_preset)(self.owner, frame.get("preset"))
+        await self._presets_changed()
+
+    async def _presets_changed(self, **fields):
+        items = await _db(presets.list_presets)(self.owner)
+        await self.channel_layer.group_send(self.group, {"type": "chat.presets", "items": items, **fields})
+
+    async def on_configure(self, frame):
+        conversation_id = _conversation_field(frame)
+        chosen = presets.clean_settings(frame.get("settings"), conversation_id)
+        await _db(presets.set_conversation_settings)(self.owner, conversation_id, chosen)
+        await self.channel_layer.group_send(self.group, {"type": "chat.configured", "conversation": conversation_id,
+                                                         "settings": chosen})
+
     HANDLERS = {
         "send": on_send, "regenerate": on_regenerate, "edit": on_edit, "stop": on_stop,
         "history": on_history, "list": on_list, "rename": on_rename, "delete": on_delete,
-        "rate": on_rate,
+        "rate": on_rate, "presets": on_presets, "preset_save": on_preset_save,
+        "preset_delete": on_preset_delete, "configure": on_configure,
     }
 
     # --- events from the worker and other sockets (channel layer) ----------------------
@@ -225,6 +254,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def chat_rated(self, event):
         await self._relay(event)
 
+    async def chat_presets(self, event):
+        await self._relay(event)
+
+    async def chat_configured(self, event):
+        await self._relay(event)
+
     async def _relay(self, event):
         await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
 
@@ -247,6 +282,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         event = {"type": "chat.turn", "conversation": conversation_id, "reply": reply_id}
         if user_message is not None:
             event["user"] = {"id": user_message.pk, "role": "user", "content": user_message.content}
+            if user_message.attachments:
+                event["user"]["attachments"] = attachments.summary(user_message.attachments)
         if replaces is not None:
             event["replaces"] = replaces
         await self.channel_layer.group_send(self.group, event)

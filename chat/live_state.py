@@ -84,6 +84,7 @@ class ConversationHistory:
 
 @database_sync_to_async
 def _load_active_messages(conversation_id, limit):
+    from .attachments import prompt_content
     from .models import Message
 
     rows = (
@@ -92,9 +93,11 @@ def _load_active_messages(conversation_id, limit):
         # as chat.lifecycle.finish_reply leaves them out of the hot history: failed with nothing said
         .exclude(role=Message.Role.ASSISTANT, finish_reason=Message.FinishReason.ERROR, content="")
         .order_by("-id")
-        .values("id", "role", "content")[:limit]
+        .values("id", "role", "content", "attachments")[:limit]
     )
-    return list(reversed(list(rows)))
+    # The prompt reads each message with its attached files in front (chat.attachments).
+    return [{"id": row["id"], "role": row["role"], "content": prompt_content(row["content"], row["attachments"])}
+            for row in reversed(list(rows))]
 
 
 class LiveReply:

@@ -64,6 +64,9 @@ class Conversation(models.Model):
     reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     review_note = models.TextField(blank=True, default="", db_default="")
+    # The settings the page uses in this conversation (chat.presets.clean_settings: the preset picked
+    # and the values the user set); None for a conversation that never had any (it follows the page's).
+    settings = models.JSONField(null=True, blank=True)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -127,6 +130,8 @@ class Message(models.Model):
     device = models.CharField(max_length=200, blank=True, default="", db_default="")  # an upstream's URL too
     precision = models.CharField(max_length=32, blank=True, default="", db_default="")
     params = models.JSONField(default=dict, blank=True)
+    # Files sent with a user's message as context: [{name, content}] (chat.attachments checks them).
+    attachments = models.JSONField(default=list, blank=True, db_default=[])
     rating = models.SmallIntegerField(null=True, blank=True, choices=[(1, "up"), (-1, "down")], db_index=True)
     feedback = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -159,6 +164,8 @@ class Message(models.Model):
     def as_frame(self):
         """The message as the protocol's `history` frame lists it."""
         frame = {"id": self.pk, "role": self.role, "content": self.content}
+        if self.attachments:  # the files' names and sizes (chat.attachments.summary); their text stays here
+            frame["attachments"] = [{"name": f["name"], "size": len(f["content"])} for f in self.attachments]
         if self.role == self.Role.ASSISTANT:
             frame["finish_reason"] = self.finish_reason or None
             if self.rating is not None:
@@ -223,3 +230,30 @@ class ShareLink(models.Model):
     @staticmethod
     def new_token():
         return secrets.token_urlsafe(24)
+
+class PresetQuerySet(models.QuerySet):
+    def owned_by(self, owner):
+        return self.filter(owner.filter())
+
+
+class Preset(models.Model):
+    """A user's named system prompt and sampling settings (chat.presets; built-in ones live in code).
+    Fields left empty/None follow the server's defaults."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE)
+    guest_key = models.CharField(max_length=64, blank=True, db_index=True)
+    name = models.CharField(max_length=80)
+    system = models.TextField(blank=True)
+    temperature = models.FloatField(null=True, blank=True)
+    top_p = models.FloatField(null=True, blank=True)
+    max_new_tokens = models.PositiveIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    objects = PresetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self):
+        return self.name

@@ -69,14 +69,19 @@ def generating_replies(owner, conversation_id=None):
 
 
 @transaction.atomic
-def start_turn(owner, conversation_id, content, params):
-    """Store the user's message and an empty reply to fill; create the conversation if needed."""
+def start_turn(owner, conversation_id, content, params, attachments=(), conversation_settings=None):
+    """Store the user's message (with its attached files) and an empty reply to fill; create the
+    conversation if needed. `conversation_settings`, when given, become the conversation's (chat.presets)."""
     refuse_if_busy(owner, conversation_id)
     if conversation_id is None:
         conversation = _new_conversation(owner, content)
     else:
         conversation = get_owned(owner, conversation_id)
-    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    if conversation_settings is not None:
+        conversation.settings = conversation_settings
+        conversation.save(update_fields=["settings"])
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content,
+                                          attachments=list(attachments))
     reply = _new_reply(conversation, params)
     return conversation, user_message, reply
 
@@ -97,7 +102,7 @@ def start_regeneration(owner, conversation_id, params):
 
 
 @transaction.atomic
-def start_edit(owner, conversation_id, message_id, content, params):
+def start_edit(owner, conversation_id, message_id, content, params, attachments=None):
     """Replace a user message: it and every later message are superseded (kept for reviewers)."""
     refuse_if_busy(owner, conversation_id)
     conversation = get_owned(owner, conversation_id)
@@ -105,7 +110,9 @@ def start_edit(owner, conversation_id, message_id, content, params):
     if edited is None:
         raise ProtocolError("not_found", "no such user message in this conversation", conversation_id)
     conversation.active_messages().filter(id__gte=edited.pk).update(superseded=True)
-    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+    user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content,
+                                          # files stay unless the edit sends others
+                                          attachments=edited.attachments if attachments is None else attachments)
     return conversation, user_message, _new_reply(conversation, params)
 
 

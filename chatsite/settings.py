@@ -227,6 +227,10 @@ CHAT_ALLOW_GUESTS = _read("bool", "CHAT_ALLOW_GUESTS", True)
 CHAT_ADMIN_READ_ONLY = _read("bool", "CHAT_ADMIN_READ_ONLY", True)  # reviewers cannot edit history
 CHAT_MAX_MESSAGE_CHARS = _positive("int", "CHAT_MAX_MESSAGE_CHARS", 32_000)
 CHAT_MAX_FRAME_BYTES = _positive("int", "CHAT_MAX_FRAME_BYTES", 256 * 1024)  # larger frames get an error
+# Files attached to one message (text only), all together, and how many; sent inside the send frame,
+# so the default stays well under CHAT_MAX_FRAME_BYTES with a full-length message beside it.
+CHAT_MAX_ATTACHMENT_CHARS = _positive("int", "CHAT_MAX_ATTACHMENT_CHARS", 100_000)
+CHAT_MAX_ATTACHMENTS = _positive("int", "CHAT_MAX_ATTACHMENTS", 10)
 CHAT_MAX_TURNS_IN_FLIGHT = _positive("int", "CHAT_MAX_TURNS_IN_FLIGHT", 1)  # replies generating per user
 CHAT_MESSAGES_PER_MINUTE = _positive("int", "CHAT_MESSAGES_PER_MINUTE", 20)  # send/edit/regenerate per user
 CHAT_MAX_CONVERSATIONS = _positive("int", "CHAT_MAX_CONVERSATIONS", 1000)  # per user
