@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from inference.sampling import InvalidParameters
 
-from . import admission, attachments, metrics, presets, turns
+from . import admission, attachments, metrics, presets, search, turns
 from .lifecycle import NO_WORKER, dispatch, request_stop, user_group
 from .live_state import ConversationHistory, LiveReply
 from .models import Owner
@@ -223,11 +223,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_send(self.group, {"type": "chat.configured", "conversation": conversation_id,
                                                          "settings": chosen})
 
+    async def on_search(self, frame):
+        query = frame.get("query")
+        if not isinstance(query, str) or len(query) > search.MAX_QUERY_CHARS:
+            raise ProtocolError("bad_field", f"'query' must be a string of at most {search.MAX_QUERY_CHARS} characters")
+        items = await _db(search.search)(self.owner, query)
+        await self.send_json({"type": "search_results", "query": query, "items": items})
+
     HANDLERS = {
         "send": on_send, "regenerate": on_regenerate, "edit": on_edit, "stop": on_stop,
         "history": on_history, "list": on_list, "rename": on_rename, "delete": on_delete,
         "rate": on_rate, "presets": on_presets, "preset_save": on_preset_save,
         "preset_delete": on_preset_delete, "configure": on_configure,
+        "search": on_search,
     }
 
     # --- events from the worker and other sockets (channel layer) ----------------------

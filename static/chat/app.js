@@ -18,6 +18,8 @@ import { ERROR_TEXT, createNotices } from "./notices.js";
 import { createSettingsDialog } from "./settings_dialog.js";
 import { createSidebar } from "./sidebar.js";
 import { createTranscript } from "./transcript.js";
+import { createSearch } from "./search.js";
+import { createConversationTools } from "./conversation_export.js";
 import { watchModelStatus } from "./model_status.js";
 
 const $ = (id) => document.getElementById(id);
@@ -147,6 +149,16 @@ const sidebar = createSidebar(state, {
 const composer = createComposer({
   composer: $("composer"), input, send: $("send-button"), stop: $("stop-button"), charCount: $("char-count"),
 }, actions, { maxMessageChars: MAX_MESSAGE_CHARS });
+const search = createSearch({
+  input: $("search-input"), results: $("search-results"), status: $("search-status"), sidebar: $("sidebar"),
+}, { send: (frame) => socket.send(frame), open, closeIfOverlay: () => sidebar.closeIfOverlay() });
+const conversationTools = createConversationTools({
+  tools: $("conversation-tools"), exportMarkdown: $("export-markdown"), exportJson: $("export-json"),
+  shareOpen: $("share-open"), shareDialog: $("share-dialog"), shareUrl: $("share-url"), shareStatus: $("share-status"),
+  shareCreate: $("share-create"), shareCopy: $("share-copy"), shareRevoke: $("share-revoke"),
+  shareClose: $("share-close"), importButton: $("import-button"), importFile: $("import-file"),
+}, { open, announce: (text) => notices.announce(text),
+  notify: (text, kind) => notices.add(text, { kind, key: "conversation-io" }) });
 
 function updateComposer() {
   composer.update({ generating: currentGenerating(state) !== null, waiting: state.pending !== null,
@@ -159,6 +171,7 @@ function refresh() {
     $("conversation-title").textContent = title;
     document.title = `${title} · Chat`;
   }
+  conversationTools.update(state.current);
   updateComposer();
 }
 
@@ -193,6 +206,11 @@ function run(effects) {
 }
 
 function onFrame(frame) {
+  if (frame.type === "search_results") {
+    search.show(frame);
+    return;
+  }
+  if (frame.type === "changed") search.refresh(); // titles or conversations changed: so may the results
   try {
     run(receive(state, frame, performance.now()));
   } catch (err) {
