@@ -1,11 +1,15 @@
-// Model output -> safe HTML: Markdown (marked), code highlighted (highlight.js), always sanitized (DOMPurify).
+// Model output -> safe HTML: Markdown (marked), code highlighted (highlight.js), math typeset
+// (KaTeX, math.js), always sanitized (DOMPurify).
 //
 // Nothing a model prints may run or load anything: raw HTML in the reply is shown as text, images
 // become plain links (no request leaves the page), and DOMPurify sanitizes the final HTML anyway.
+// KaTeX's output needs inline styles, a few SVG paths and MathML: the sanitizer lets exactly those
+// through (styles only inside `.katex`, and only sizes, offsets and colours; see keepKatexStyle).
 
 import { Marked } from "../vendor/marked/marked.esm.js";
 import DOMPurify from "../vendor/dompurify/purify.es.mjs";
 import hljs from "../vendor/highlight.js/highlight.min.js";
+import { mathExtensions } from "./math.js";
 
 const AUTO_DETECT_LIMIT = 20000; // characters; longer unlabelled blocks stay plain
 
@@ -34,7 +38,7 @@ function highlight(code, lang) {
   return { html: escapeHtml(code), language: "plaintext" };
 }
 
-const marked = new Marked({
+const MARKED_OPTIONS = {
   gfm: true,
   breaks: true,
   async: false,
@@ -54,18 +58,52 @@ const marked = new Marked({
       return href ? `<a href="${escapeHtml(href)}">[image: ${label}]</a>` : `[image: ${label}]`;
     },
   },
-});
+};
+const marked = new Marked(MARKED_OPTIONS, { extensions: mathExtensions() });
+// While a reply streams: a formula that has not closed yet is shown as its source (math.js).
+const markedStreaming = new Marked(MARKED_OPTIONS, { extensions: mathExtensions({ streaming: true }) });
 
 const PURIFY_CONFIG = {
-  USE_PROFILES: { html: true }, // no SVG or MathML
+  USE_PROFILES: { html: true, mathMl: true }, // MathML: KaTeX's, for screen readers
   FORBID_TAGS: [
     "style", "form", "input", "button", "textarea", "select", "option", "img", "picture", "source",
     "video", "audio", "track", "iframe", "object", "embed", "link", "meta", "base",
   ],
   FORBID_ATTR: ["style", "id", "name", "srcset", "formaction", "action"],
   ALLOW_DATA_ATTR: false,
-  ADD_ATTR: ["data-language"],
+  ADD_TAGS: ["svg", "path", "line"], // KaTeX draws radicals, arrows and braces with these
+  ADD_ATTR: ["data-language", "viewBox", "preserveAspectRatio", "d", "x1", "y1", "x2", "y2", "stroke-width"],
+  ADD_FORBID_CONTENTS: ["annotation"], // KaTeX's copy of the TeX source inside the MathML
 };
+
+// KaTeX positions its boxes with inline styles. Kept only inside `.katex` (which raw HTML from a
+// model can never produce: it is escaped), only these properties, and no url(), so at worst a
+// formula is oddly sized; it can never load anything or lay itself over the page.
+const KATEX_STYLE_PROPERTIES = new Set([
+  "background-color", "border-bottom-width", "border-color", "border-right-style", "border-right-width",
+  "border-style", "border-top-width", "border-width", "bottom", "color", "height", "left", "margin",
+  "margin-left", "margin-right", "margin-top", "min-width", "padding-left", "position", "text-shadow", "top",
+  "vertical-align", "width",
+]);
+
+function keepKatexStyle(style) {
+  return style.split(";").every((declaration) => {
+    if (!declaration.trim()) return true;
+    const [property, ...rest] = declaration.split(":");
+    const value = rest.join(":").trim().toLowerCase();
+    const name = property.trim().toLowerCase();
+    if (!KATEX_STYLE_PROPERTIES.has(name) || !/^[-\w.#%(), ]+$/.test(value) || /url|expression|var\(/.test(value)) {
+      return false;
+    }
+    return name !== "position" || value === "relative";
+  });
+}
+
+DOMPurify.addHook("uponSanitizeAttribute", (node, data) => {
+  if (data.attrName === "style" && node.closest?.(".katex") && keepKatexStyle(data.attrValue)) {
+    data.forceKeepAttr = true;
+  }
+});
 
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   if (node.tagName === "A" && node.hasAttribute("href")) {
@@ -74,11 +112,11 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
   }
 });
 
-/** Markdown text -> sanitized HTML string. */
-export function renderMarkdown(text) {
+/** Markdown text -> sanitized HTML string; `streaming`: the text may still grow (a reply being generated). */
+export function renderMarkdown(text, { streaming = false } = {}) {
   let html;
   try {
-    html = marked.parse(text || "");
+    html = (streaming ? markedStreaming : marked).parse(text || "");
   } catch {
     html = `<p>${escapeHtml(text || "")}</p>`;
   }
