@@ -108,10 +108,12 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
     const stateName = messageState(message);
     view.root.dataset.state = stateName;
     view.root.setAttribute("aria-busy", message.generating ? "true" : "false");
-    if (view.renderedContent !== message.content) {
-      view.body.innerHTML = renderMarkdown(message.content);
+    const streaming = Boolean(message.generating); // an unclosed formula stays text until it closes
+    if (view.renderedContent !== message.content || view.renderedStreaming !== streaming) {
+      view.body.innerHTML = renderMarkdown(message.content, { streaming });
       decorateCodeBlocks(view.body);
       view.renderedContent = message.content;
+      view.renderedStreaming = streaming;
     }
     view.statusLine.textContent = statusText(message, stateName);
     view.retry.hidden = !(stateName === "error" && isLast);
