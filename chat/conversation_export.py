@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from . import attachments
 from .models import Conversation, Message
 from .turns import ProtocolError, title_from
 
@@ -34,6 +35,8 @@ class ImportRefused(Exception):
 def message_record(message):
     """One message as the JSON export lists it."""
     record = {"role": message.role, "content": message.content}
+    if message.attachments:  # files sent with a user's message, their text included
+        record["attachments"] = [{"name": a["name"], "content": a["content"]} for a in message.attachments]
     if message.role == Message.Role.ASSISTANT:
         # A reply still generating is exported as what it has so far, cut there.
         record["finish_reason"] = message.finish_reason or Message.FinishReason.CANCELLED.value
@@ -59,7 +62,10 @@ def as_markdown(conversation):
     parts = [f"# {_one_line(str(conversation))}", ""]
     for message in conversation.active_messages():
         speaker = "User" if message.role == Message.Role.USER else "Assistant"
-        parts += [f"## {speaker}", "", message.content.rstrip() or "*(empty)*", ""]
+        parts += [f"## {speaker}", ""]
+        if message.attachments:
+            parts += [attachments.prompt_content("", message.attachments).rstrip(), ""]
+        parts += [message.content.rstrip() or "*(empty)*", ""]
     return "\n".join(parts)
 
 
@@ -104,6 +110,13 @@ def _checked(record, index):
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ImportRefused(f"{where} has {len(content)} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS}")
     checked = {"role": expected_role, "content": content}
+    if "attachments" in record:
+        if expected_role != "user":
+            raise ImportRefused(f"{where}: only user messages have \"attachments\"")
+        try:
+            checked["attachments"] = attachments.validated(record["attachments"])
+        except ProtocolError as exc:
+            raise ImportRefused(f"{where}: {exc.detail}") from None
     if expected_role == "assistant":
         finish_reason = record.get("finish_reason", "stop")
         if finish_reason not in FINISH_REASONS:
@@ -126,7 +139,8 @@ def import_conversation(owner, title, records):
     parent_field = hasattr(Message, "parent")
     parent = None
     for record in records:
-        fields = {"conversation": conversation, "role": record["role"], "content": record["content"]}
+        fields = {"conversation": conversation, "role": record["role"], "content": record["content"],
+                  "attachments": record.get("attachments", [])}
         if record["role"] == "assistant":
             fields.update(finish_reason=record["finish_reason"], model_name=record["model"])
         if parent_field:

@@ -133,6 +133,9 @@ def test_export_then_import_then_export_gives_the_same_messages(db):
     original = conversation_of(alice, "Round trip", "Hello **there**", "Hi! `code`\n\n```py\nprint(1)\n```",
                                "Tell me more — ünïcödé ✓", "Sure.")
     Message.objects.filter(conversation=original, role="assistant").update(model_name="qwen")
+    first = original.active_messages().first()
+    first.attachments = [{"name": "notes.py", "content": "print('hi')\n"}]
+    first.save(update_fields=["attachments"])
 
     exported = alice_client.get(f"/conversations/{original.pk}/export.json")
     assert exported.status_code == 200 and "attachment" in exported["Content-Disposition"]
@@ -145,10 +148,12 @@ def test_export_then_import_then_export_gives_the_same_messages(db):
     assert copy.owner.key == bob.key and copy.pk != original.pk and copy.title == "Round trip"
     again = json.loads(bob_client.get(f"/conversations/{copy.pk}/export.json").content)
     assert again["messages"] == data["messages"] and again["title"] == data["title"]
+    assert again["messages"][0]["attachments"] == [{"name": "notes.py", "content": "print('hi')\n"}]
 
     markdown = alice_client.get(f"/conversations/{original.pk}/export.md")
     assert markdown["Content-Type"].startswith("text/markdown")
-    assert markdown.content.decode().startswith("# Round trip\n\n## User\n\nHello **there**")
+    assert markdown.content.decode().startswith("# Round trip\n\n## User\n\nFile: notes.py\n```\nprint('hi')\n```\n\n"
+                                                "Hello **there**")
 
 
 def test_another_users_conversation_cannot_be_exported(db):
@@ -172,6 +177,9 @@ def test_another_users_conversation_cannot_be_exported(db):
                  "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": 3}]}).encode(),
      400, "message 2"),
     (json.dumps({"format": "chatsite.conversation", "version": 2, "messages": []}).encode(), 400, "version"),
+    (json.dumps({"format": "chatsite.conversation", "version": 1,
+                 "messages": [{"role": "user", "content": "hi", "attachments": [{"name": "x", "content": "\x00"}]}]}
+                ).encode(), 400, "not a text file"),
     (b"{" + b" " * MAX_IMPORT_BYTES + b"}", 413, "limit"),
 ])
 def test_a_bad_import_is_refused_and_creates_nothing(db, body, status, words):
