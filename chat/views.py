@@ -31,6 +31,11 @@ def _page_limits():
         "default_max_new_tokens": settings.CHAT_MAX_NEW_TOKENS,
         "max_new_tokens_limit": settings.CHAT_MAX_NEW_TOKENS_LIMIT,
         "default_temperature": SamplingParams().temperature,
+        "default_top_p": SamplingParams().top_p,
+        "default_system_prompt": settings.CHAT_DEFAULT_SYSTEM_PROMPT,
+        "context_window": settings.CHAT_CONTEXT_WINDOW,
+        "max_attachment_chars": settings.CHAT_MAX_ATTACHMENT_CHARS,
+        "max_attachments": settings.CHAT_MAX_ATTACHMENTS,
     }
 
 

@@ -14,6 +14,7 @@ import {
 } from "./conversation_state.js";
 import { serverDefaults } from "./settings.js";
 import { createComposer } from "./composer.js";
+import { attachmentLimits } from "./attachments.js";
 import { ERROR_TEXT, createNotices } from "./notices.js";
 import { createSettingsDialog } from "./settings_dialog.js";
 import { createSidebar } from "./sidebar.js";
@@ -45,6 +46,7 @@ const socket = new ChatSocket(wsUrl, {
   onFrame,
   onOpen: ({ reconnected }) => {
     run(connectionOpened(state));
+    settingsDialog.connected();
     if (reconnected) notices.announce("Reconnected");
   },
   onStatus: (status, detail) => {
@@ -74,7 +76,7 @@ function tooLarge(content) {
 /** Send a `send`, `edit` or `regenerate` frame, then wait for its ack; false when it did not go out. */
 function startTurn(frame) {
   if (state.pending || !requireConnection()) return false;
-  if (!socket.send({ ...frame, params: settingsDialog.params() })) {
+  if (!socket.send({ ...frame, params: settingsDialog.params(), ...settingsDialog.frameFields(frame) })) {
     requireConnection(); // the socket closed just now: say so, and keep the text
     return false;
   }
@@ -93,13 +95,13 @@ function open(id) {
 }
 
 const actions = {
-  submit(content) {
+  submit(content, files = []) {
     if (tooLarge(content)) return false;
     if (currentGenerating(state)) {
       notices.add(ERROR_TEXT.busy, { kind: "info", key: "busy" });
       return false;
     }
-    return startTurn({ type: "send", conversation: state.current, content });
+    return startTurn({ type: "send", conversation: state.current, content, ...(files.length ? { attachments: files } : {}) });
   },
   edit(id, content) {
     return !tooLarge(content) && startTurn({ type: "edit", conversation: state.current, message: id, content });
@@ -137,7 +139,10 @@ const settingsDialog = createSettingsDialog({
   open: $("settings-open"), dialog: $("settings-dialog"), form: $("settings-form"), system: $("setting-system"),
   temperature: $("setting-temperature"), temperatureValue: $("temperature-value"),
   maxTokens: $("setting-max-tokens"), reset: $("settings-reset"), cancel: $("settings-cancel"),
-}, serverDefaults(document.body.dataset), actions);
+  topP: $("setting-top-p"), maxTokensHint: $("max-tokens-hint"), preset: $("setting-preset"),
+  presetName: $("setting-preset-name"), presetSave: $("preset-save"), presetDelete: $("preset-delete"),
+  chip: $("settings-chip"), chipText: $("settings-chip-text"),
+}, serverDefaults(document.body.dataset), { ...actions, send: (frame) => sendIfConnected(frame), current: () => state.current });
 const transcript = createTranscript(state, {
   transcript: $("transcript"), messages: $("messages"), emptyState: $("empty-state"), input,
 }, actions, { maxMessageChars: MAX_MESSAGE_CHARS });
@@ -148,7 +153,15 @@ const sidebar = createSidebar(state, {
 }, actions);
 const composer = createComposer({
   composer: $("composer"), input, send: $("send-button"), stop: $("stop-button"), charCount: $("char-count"),
-}, actions, { maxMessageChars: MAX_MESSAGE_CHARS });
+  attach: $("attach-button"), fileInput: $("attach-input"), chips: $("attachment-chips"), warning: $("context-warning"),
+}, { ...actions,
+  refuseFile: (text) => notices.add(text, { kind: "error", key: "attachment" }),
+  context: () => {
+    const active = settingsDialog.active();
+    return { history: state.messages, system: active.system || document.body.dataset.defaultSystemPrompt || "",
+      maxNewTokens: active.max_new_tokens };
+  },
+}, { maxMessageChars: MAX_MESSAGE_CHARS, attachmentLimits: attachmentLimits(document.body.dataset) });
 const search = createSearch({
   input: $("search-input"), results: $("search-results"), status: $("search-status"), sidebar: $("sidebar"),
 }, { send: (frame) => socket.send(frame), open, closeIfOverlay: () => sidebar.closeIfOverlay() });
@@ -172,6 +185,7 @@ function refresh() {
     document.title = `${title} · Chat`;
   }
   conversationTools.update(state.current);
+  settingsDialog.updateChip();
   updateComposer();
 }
 
@@ -211,6 +225,7 @@ function onFrame(frame) {
     return;
   }
   if (frame.type === "changed") search.refresh(); // titles or conversations changed: so may the results
+  settingsDialog.receive(frame); // presets, a chat's settings
   try {
     run(receive(state, frame, performance.now()));
   } catch (err) {

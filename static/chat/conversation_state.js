@@ -50,8 +50,13 @@ export function dropCodePoints(text, skip) {
 
 // --- messages ------------------------------------------------------------------------------
 
-export function userMessage(id, content) {
-  return { id, role: "user", content: content || "" };
+/** A user's message; `attachments` are its files, [{name, size}] (or {name, content} as sent). */
+export function userMessage(id, content, attachments = []) {
+  const message = { id, role: "user", content: content || "" };
+  if (attachments && attachments.length) {
+    message.attachments = attachments.map((f) => ({ name: f.name, size: f.size ?? (f.content || "").length }));
+  }
+  return message;
 }
 
 export function assistantMessage(item) {
@@ -112,6 +117,7 @@ export function beginTurn(state, frame) {
     kind: frame.type,
     conversation: frame.conversation ?? null,
     content: frame.content ?? null,
+    ...(frame.attachments ? { attachments: frame.attachments } : {}),
   };
 }
 
@@ -175,7 +181,7 @@ function onAck(state, frame, fx) {
   if (!ours || frame.conversation !== state.current || state.historyPending === frame.conversation) return;
   removeFrom(state, frame.replaces);
   if (pending.kind !== "regenerate" && !findMessage(state, frame.message)) {
-    state.messages.push(userMessage(frame.message, pending.content));
+    state.messages.push(userMessage(frame.message, pending.content, pending.attachments));
   }
   if (frame.reply !== undefined) addReply(state, frame.reply, fx);
   fx.push({ type: "render", scroll: true });
@@ -209,7 +215,7 @@ function applyTurn(state, frame, fx) {
     if (last && last.role === "assistant") state.messages.pop(); // regenerate: the old reply is superseded
   }
   if (frame.user && !findMessage(state, frame.user.id)) {
-    state.messages.push(userMessage(frame.user.id, frame.user.content));
+    state.messages.push(userMessage(frame.user.id, frame.user.content, frame.user.attachments));
   }
   addReply(state, frame.reply, fx);
   fx.push({ type: "render", scroll: true });
@@ -319,7 +325,7 @@ function onHistory(state, frame, fx) {
   if (state.historyPending === frame.conversation) state.historyPending = null;
   state.title = frame.title || "";
   state.messages = (frame.messages || []).map((item) =>
-    item.role === "user" ? userMessage(item.id, item.content) : assistantMessage(item));
+    item.role === "user" ? userMessage(item.id, item.content, item.attachments) : assistantMessage(item));
   for (const message of state.messages) if (message.generating) liveEntry(state, message.id, frame.conversation, fx);
   fx.push({ type: "render", scroll: "bottom", rebuild: true });
   if (!state.conversations.some((c) => c.id === frame.conversation)) fx.push(list);

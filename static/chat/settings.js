@@ -4,14 +4,23 @@
 // reply_params), so its configured defaults apply. A value equal to the server's default is not
 // a choice of the user's: it is left out, and follows the server if the default changes. The
 // defaults and the limit come from the server, on the page's <body> (templates/chat/index.html).
+//
+// Settings belong to a conversation (the server keeps them: `settings` in history, `configure`);
+// what is kept here, in this browser, is the user's last choice, which a new chat starts from
+// (STORAGE_KEY the values, PRESET_KEY the preset they came from). A setting may carry `preset`,
+// the id of the preset it was picked from (chat/presets.py), which is never sent as a param.
 
 export const STORAGE_KEY = "chat.settings";
+export const PRESET_KEY = "chat.preset";
+const SAMPLING = ["temperature", "top_p", "max_new_tokens"];
 
 /** The server's defaults and limits, from <body data-default-temperature=… data-…>. */
 export function serverDefaults(dataset) {
   return {
     system: "", // empty: the server's own system prompt
     temperature: Number(dataset.defaultTemperature),
+    top_p: dataset.defaultTopP === undefined ? 0.95 : Number(dataset.defaultTopP),
+    system_default: dataset.defaultSystemPrompt || "", // what the server uses when none is set
     max_new_tokens: Number(dataset.defaultMaxNewTokens),
     max_new_tokens_limit: Number(dataset.maxNewTokensLimit),
   };
@@ -34,6 +43,10 @@ export function normalize(raw, defaults) {
     const temperature = Math.round(clamp(Number(source.temperature), 0, 2) * 100) / 100;
     if (temperature !== defaults.temperature) settings.temperature = temperature;
   }
+  if (given(source.top_p) && Number.isFinite(Number(source.top_p))) {
+    const topP = Math.round(clamp(Number(source.top_p), 0.01, 1) * 100) / 100;
+    if (topP !== defaults.top_p) settings.top_p = topP;
+  }
   if (given(source.max_new_tokens) && Number.isFinite(Number(source.max_new_tokens))) {
     const tokens = Math.round(clamp(Number(source.max_new_tokens), 1, defaults.max_new_tokens_limit));
     if (tokens !== defaults.max_new_tokens) settings.max_new_tokens = tokens;
@@ -46,6 +59,7 @@ export function withDefaults(settings, defaults) {
   return {
     system: settings.system ?? defaults.system,
     temperature: settings.temperature ?? defaults.temperature,
+    top_p: settings.top_p ?? defaults.top_p,
     max_new_tokens: settings.max_new_tokens ?? defaults.max_new_tokens,
   };
 }
@@ -71,8 +85,46 @@ export function saveSettings(values, defaults) {
 /** The protocol's `params` object: only the values the user set. */
 export function toParams(settings) {
   const params = {};
-  for (const key of ["temperature", "max_new_tokens", "system"]) {
+  for (const key of ["temperature", "top_p", "max_new_tokens", "system"]) {
     if (settings[key] !== undefined) params[key] = settings[key];
   }
   return params;
+}
+
+/** A preset's values as settings (normalized), marked with the preset they came from. */
+export function fromPreset(preset, defaults) {
+  const values = normalize(preset, defaults);
+  return preset && preset.id !== undefined ? { ...values, preset: preset.id } : values;
+}
+
+/** The settings with their `preset` kept while the system prompt is still that preset's (sampling
+ * values changed on top of a preset show as such: "Preset: Concise · max 6 tokens"). */
+export function withPreset(settings, preset, defaults) {
+  const clean = normalize(settings, defaults);
+  if (!preset) return clean;
+  return clean.system === normalize(preset, defaults).system ? { ...clean, preset: preset.id } : clean;
+}
+
+/** Normalized settings plus their preset id (when given and not dropped), e.g. from the server. */
+export function normalizeWithPreset(raw, defaults) {
+  const clean = normalize(raw, defaults);
+  const preset = raw && raw.preset;
+  return (typeof preset === "number" || typeof preset === "string") && preset !== "" ? { ...clean, preset } : clean;
+}
+
+/**
+ * The chip above the composer: what in these settings is not the server's default, or null.
+ * "Preset: Concise · max 6 tokens", "Custom system prompt · temperature 0".
+ */
+export function describe(settings, presets, defaults) {
+  const parts = [];
+  const preset = settings.preset !== undefined ? presets.find((p) => p.id === settings.preset) : null;
+  if (preset) parts.push(`Preset: ${preset.name}`);
+  else if (settings.system) parts.push("Custom system prompt");
+  const base = preset ? normalize(preset, defaults) : {}; // a preset's own values go without saying
+  const shown = (key) => settings[key] !== undefined && settings[key] !== base[key];
+  if (shown("max_new_tokens")) parts.push(`max ${settings.max_new_tokens} tokens`);
+  if (shown("temperature")) parts.push(`temperature ${settings.temperature}`);
+  if (shown("top_p")) parts.push(`top-p ${settings.top_p}`);
+  return parts.length ? parts.join(" · ") : null;
 }

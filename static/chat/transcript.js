@@ -2,6 +2,7 @@
 // built once and updated in place, so streaming text does not rebuild the page), plus the
 // per-message editors: edit a user message, comment on a reply.
 
+import { formatChars } from "./attachments.js";
 import { el, iconButton } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 import { currentGenerating, findMessage, messageState } from "./conversation_state.js";
@@ -70,8 +71,13 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
     const copy = iconButton("copy", "Copy message", { onclick: (e) => copyMessage(message.id, e.currentTarget) });
     const edit = iconButton("edit", "Edit message", { onclick: () => startEdit(message.id) });
     const actionsRow = el("div", { class: "msg-actions" }, copy, edit);
+    const files = message.attachments?.length
+      ? el("ul", { class: "msg-attachments", "aria-label": "Attached files" }, ...message.attachments.map((file) =>
+        el("li", { class: "attachment-chip", "data-name": file.name, title: file.name },
+          el("span", { class: "chip-name" }, file.name), el("span", { class: "chip-size" }, formatChars(file.size)))))
+      : null;
     const root = el("article", { class: "msg msg-user", "data-role": "user", "data-id": message.id, "aria-label": "You" },
-      body, actionsRow);
+      files, body, actionsRow);
     return { root, body, actions: actionsRow, copy, edit, renderedContent: null, editing: false };
   }
 

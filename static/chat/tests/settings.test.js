@@ -3,12 +3,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { normalize, serverDefaults, toParams, withDefaults } from "../settings.js";
+import {
+  describe, fromPreset, normalize, normalizeWithPreset, serverDefaults, toParams, withDefaults, withPreset,
+} from "../settings.js";
 
-const defaults = serverDefaults({ defaultTemperature: "0.7", defaultMaxNewTokens: "256", maxNewTokensLimit: "1024" });
+const defaults = serverDefaults({ defaultTemperature: "0.7", defaultMaxNewTokens: "256", maxNewTokensLimit: "1024",
+  defaultTopP: "0.95", defaultSystemPrompt: "You are a helpful assistant." });
 
 test("the server's defaults and limit are read from the page", () => {
-  assert.deepEqual(defaults, { system: "", temperature: 0.7, max_new_tokens: 256, max_new_tokens_limit: 1024 });
+  assert.deepEqual(defaults, { system: "", system_default: "You are a helpful assistant.", temperature: 0.7, top_p: 0.95,
+    max_new_tokens: 256, max_new_tokens_limit: 1024 });
 });
 
 test("nothing set sends no params, so the server's defaults apply", () => {
@@ -36,5 +40,37 @@ test("values are kept within the server's bounds", () => {
 });
 
 test("the dialog shows the user's values and the defaults for the rest", () => {
-  assert.deepEqual(withDefaults({ max_new_tokens: 9 }, defaults), { system: "", temperature: 0.7, max_new_tokens: 9 });
+  assert.deepEqual(withDefaults({ max_new_tokens: 9 }, defaults), { system: "", temperature: 0.7, top_p: 0.95, max_new_tokens: 9 });
+});
+
+test("top-p is kept within (0, 1] and sent only when the user set it", () => {
+  assert.deepEqual(toParams(normalize({ top_p: 0.5 }, defaults)), { top_p: 0.5 });
+  assert.deepEqual(normalize({ top_p: 0.95 }, defaults), {});
+  assert.deepEqual(normalize({ top_p: 0 }, defaults), { top_p: 0.01 });
+});
+
+const concise = { id: "concise", name: "Concise", system: "Be brief.", temperature: 0.3, builtin: true };
+
+test("a preset's values become the settings, marked with the preset, which is never a param", () => {
+  const settings = fromPreset(concise, defaults);
+  assert.deepEqual(settings, { system: "Be brief.", temperature: 0.3, preset: "concise" });
+  assert.deepEqual(toParams(settings), { system: "Be brief.", temperature: 0.3 });
+});
+
+test("a different system prompt is no longer the preset; other changes show on top of it", () => {
+  assert.equal(withPreset({ system: "Be brief.", temperature: 0.3 }, concise, defaults).preset, "concise");
+  assert.equal(withPreset({ system: "Be brief.", temperature: 0.3, max_new_tokens: 6 }, concise, defaults).preset, "concise");
+  assert.equal(withPreset({ system: "Be long.", temperature: 0.3 }, concise, defaults).preset, undefined);
+  assert.deepEqual(normalizeWithPreset({ preset: 7, max_new_tokens: 6 }, defaults), { max_new_tokens: 6, preset: 7 });
+});
+
+test("the chip says what is not the server's default, or nothing", () => {
+  const presets = [concise];
+  assert.equal(describe({}, presets, defaults), null);
+  assert.equal(describe({ ...fromPreset(concise, defaults), max_new_tokens: 6 }, presets, defaults),
+    "Preset: Concise · max 6 tokens");
+  assert.equal(describe({ ...fromPreset(concise, defaults), temperature: 1 }, presets, defaults),
+    "Preset: Concise · temperature 1");
+  assert.equal(describe({ system: "Pirate talk." }, presets, defaults), "Custom system prompt");
+  assert.equal(describe({ max_new_tokens: 6 }, presets, defaults), "max 6 tokens");
 });
