@@ -21,6 +21,30 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
   const views = new Map(); // message id -> {root, body, …}
   let renderTimer = null;
 
+  // "Jump to latest": shown while the transcript is scrolled away from its end. A render follows
+  // the reply whenever the end is in view, so jumping there also resumes following.
+  const jump = el("button", { type: "button", class: "jump-latest", hidden: true, onclick: () => {
+    els.transcript.scrollTop = els.transcript.scrollHeight;
+    updateJump();
+    els.input.focus(); // the button is gone; the message box is where the user goes next
+  } }, el("span", { "aria-hidden": "true", text: "↓" }), "Jump to latest");
+  els.transcript.after(el("div", { class: "jump-dock" }, jump));
+  els.transcript.addEventListener("scroll", () => updateJump(), { passive: true });
+
+  function updateJump() {
+    jump.hidden = state.messages.length === 0 || nearBottom();
+  }
+
+  // Example prompts in the empty state fill the message box (and go nowhere until sent).
+  els.emptyState.addEventListener("click", (event) => {
+    const example = event.target.closest("[data-prompt]");
+    if (!example) return;
+    els.input.value = example.dataset.prompt;
+    els.input.dispatchEvent(new Event("input", { bubbles: true })); // the composer resizes and counts
+    els.input.focus();
+  });
+
+
   function nearBottom() {
     const t = els.transcript;
     return t.scrollHeight - t.scrollTop - t.clientHeight < NEAR_BOTTOM_PX;
@@ -57,6 +81,7 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
     els.emptyState.hidden = state.messages.length > 0 || state.historyPending !== null;
     els.transcript.setAttribute("aria-busy", state.historyPending !== null ? "true" : "false");
     if (stick) els.transcript.scrollTop = els.transcript.scrollHeight;
+    updateJump();
     if (focusWasInside && !els.messages.contains(document.activeElement)) els.input.focus();
     actions.rendered();
   }
