@@ -1,5 +1,7 @@
 """The HTTP API: OpenAI-compatible chat completions and models, and the simple /generate.
 
+A request's `model` picks which workers serve it (each serves one model; GET /v1/models lists them).
+
 Served by the same workers through the same queue as the WebSocket, and stored as
 conversations like any other, so reviewers see them in the admin.
 """
@@ -17,26 +19,29 @@ from django.views.decorators.http import require_GET, require_POST
 from inference.sampling import InvalidParameters
 
 from . import admission, metrics, turns
-from .lifecycle import NO_WORKER, dispatch, follow, request_stop
-from .live_state import live_workers
+from .lifecycle import NO_WORKER, dispatch, follow, request_stop, stored_reply
+from .live_state import live_workers, served_models
 from .models import ApiKey, Owner
 from .turns import ProtocolError
 
 ROLES = {"system", "user", "assistant"}
 MAX_MESSAGES = 500  # per request: the prompt keeps the newest that fit the context window anyway
+DEFAULT_MODEL = "default"  # a request's `model` for "whichever the service serves by default"
 
 
 class ApiError(Exception):
-    def __init__(self, status, message, kind="invalid_request_error", code=None):
+    def __init__(self, status, message, kind="invalid_request_error", code=None, param=None):
         super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.status, self.message, self.kind, self.code, self.param = status, message, kind, code, param
 
     retry_after = None
 
     def response(self):
         metrics.ERRORS.labels(self.code or self.kind).inc()
-        response = JsonResponse({"error": {"message": self.message, "type": self.kind, "code": self.code}},
-                                status=self.status)
+        error = {"message": self.message, "type": self.kind, "code": self.code}
+        if self.param:
+            error["param"] = self.param
+        response = JsonResponse({"error": error}, status=self.status)
         if self.retry_after:
             response["Retry-After"] = str(self.retry_after)
         return response
@@ -135,16 +140,33 @@ def _params(body, system):
         raise ApiError(400, str(exc)) from None
 
 
-async def _start(request, owner, messages, params, kind):
-    """Admit and store the conversation, and queue its reply; returns (conversation, reply)."""
+async def _model(body):
+    """The model a request goes to: its `model` when a live worker serves it, the default one (the
+    first served) when it names none or "default"; another model is refused as OpenAI refuses one it
+    does not have (404, model_not_found). With no worker at all, the turn ends with no_worker."""
+    requested = body.get("model")
+    if requested is not None and not isinstance(requested, str):
+        raise ApiError(400, "'model' must be a string", param="model")
+    served = served_models(await live_workers())
+    if requested in (None, "", DEFAULT_MODEL):
+        return served[0] if served else None
+    if served and requested not in served:
+        raise ApiError(404, f"the model {requested!r} does not exist or no worker serves it now; GET /v1/models "
+                       f"lists those served", code="model_not_found", param="model")
+    return requested
+
+
+async def _start(request, owner, messages, params, kind, model=None):
+    """Admit and store the conversation, and queue its reply to `model`; returns (conversation, reply)."""
     try:
         conversation, reply = await admission.admit_turn(owner, admission.http_client_address(request), None, turns.start_api_turn,
                                                          messages, params)
     except ProtocolError as exc:
         raise _refusal(exc) from None
     metrics.TURNS.labels(kind).inc()
-    if await dispatch(owner.key, conversation.pk, reply) is None:
-        raise ApiError(503, NO_WORKER, kind="server_error", code="no_worker")
+    if await dispatch(owner.key, conversation.pk, reply, model) is None:
+        detail = (await stored_reply(reply.pk)).error_detail or NO_WORKER  # names the model nobody serves
+        raise ApiError(503, detail, kind="server_error", code="no_worker")
     return conversation, reply
 
 
@@ -164,11 +186,6 @@ async def _collect(owner, reply):
     return "".join(text), done
 
 
-async def _model_name():
-    workers = await live_workers()
-    return workers[0]["model"] if workers else "unavailable"
-
-
 @csrf_exempt
 @require_POST
 async def chat_completions(request):
@@ -178,8 +195,9 @@ async def chat_completions(request):
         messages = _messages(body)
         system = "\n".join(m["content"] for m in messages if m["role"] == "system") or None
         params = _params(body, system)
-        conversation, reply = await _start(request, owner, messages, params, "api")
-        model, created, completion_id = await _model_name(), int(time.time()), f"chatcmpl-{reply.pk}"
+        model = await _model(body)
+        conversation, reply = await _start(request, owner, messages, params, "api", model)
+        created, completion_id = int(time.time()), f"chatcmpl-{reply.pk}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             events = _sse(owner, reply, completion_id, created, model, include_usage)
@@ -262,7 +280,8 @@ async def generate(request):
                            f"{settings.CHAT_MAX_MESSAGE_CHARS} (CHAT_MAX_MESSAGE_CHARS)", code="too_large")
         owner = await _owner(request, guests_allowed=True)
         params = _params(body, body.get("system") if isinstance(body.get("system"), str) else None)
-        _, reply = await _start(request, owner, [{"role": "user", "content": prompt}], params, "generate")
+        _, reply = await _start(request, owner, [{"role": "user", "content": prompt}], params, "generate",
+                                await _model(body))
         text, done = await _collect(owner, reply)
     except ApiError as exc:
         return exc.response()

@@ -1,7 +1,7 @@
 """A reply's life, in one place: every change of its state goes through a function here.
 
     generating (stored with finish_reason GENERATING by chat.turns, in the turn's transaction)
-      -> queued: dispatch() puts its request in the shared queue (chat.request_queue)
+      -> queued: dispatch() puts its request in its model's queue (chat.request_queue)
       -> taken by a worker, which streams tokens (chat.worker)
       -> ended by finish_reply(): stop / length (the worker), cancelled (a stop request),
          or error (the worker failed, or nobody reported on it: the reaper)
@@ -25,7 +25,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import metrics, request_queue
-from .live_state import ConversationHistory, LiveReply, live_workers, ready_workers, retrying
+from .live_state import ConversationHistory, LiveReply, live_workers, ready_workers, retrying, served_models
 from .models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,24 @@ def user_group(owner_key):
     return f"chat.user.{owner_key}"
 
 
+def no_worker_for(model):
+    """The error of a turn whose conversation's model no live worker serves."""
+    return f"no inference worker serves the model {model!r}; start one for it, then regenerate this reply"
+
+
 # --- queued ------------------------------------------------------------------------------
-async def dispatch(owner_key, conversation_id, reply):
-    """Queue `reply` (a generating assistant Message) for the workers and watch it until it ends;
-    returns the queue entry id, or None after ending the reply with an error when no worker is
-    running. The request carries ids, not the conversation: the worker reads the history."""
-    if not await live_workers():
+async def dispatch(owner_key, conversation_id, reply, model=None):
+    """Queue `reply` (a generating assistant Message) for the workers serving its conversation's model
+    and watch it until it ends; returns the queue entry id, or None after ending the reply with an
+    error when no worker serves that model. A conversation without a model yet (a new one) gets
+    `model` (the one its first turn chose) or else the default one (chat.live_state.served_models),
+    and keeps it. The request carries ids, not the conversation: the worker reads the history."""
+    workers = await live_workers()
+    model = await conversation_model(conversation_id, default=model or next(iter(served_models(workers)), ""))
+    if not any(worker.get("model") == model for worker in workers):
         metrics.ERRORS.labels("no_worker").inc()
-        await finish_reply(reply.pk, content="", finish_reason=Message.FinishReason.ERROR, error_detail=NO_WORKER)
+        await finish_reply(reply.pk, content="", finish_reason=Message.FinishReason.ERROR,
+                           error_detail=no_worker_for(model) if workers and model else NO_WORKER)
         return None
     params = dict(reply.params)
     system = params.pop("system", None)
@@ -55,12 +65,22 @@ async def dispatch(owner_key, conversation_id, reply):
     await LiveReply(reply.pk).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
     entry_id = await request_queue.enqueue({
         "type": "chat.generate", "turn": turn, "conversation": conversation_id, "message": reply.pk,
-        "owner": owner_key, "params": params, "system": system,
+        "owner": owner_key, "params": params, "system": system, "model": model,
     })
-    log.info("turn queued reply=%s conversation=%s", reply.pk, conversation_id,
+    log.info("turn queued reply=%s conversation=%s model=%s", reply.pk, conversation_id, model,
              extra={"turn": turn, "reply": reply.pk, "conversation": conversation_id})
-    Reaper.of_this_loop().watch(owner_key, conversation_id, reply.pk, entry_id)
+    Reaper.of_this_loop().watch(owner_key, conversation_id, reply.pk, entry_id, model)
     return entry_id
+
+
+@database_sync_to_async
+def conversation_model(conversation_id, default):
+    """The model a conversation's turns go to; one without a model yet is given `default`."""
+    model = Conversation.objects.filter(pk=conversation_id).values_list("model_name", flat=True).first()
+    if not model and default:
+        Conversation.objects.filter(pk=conversation_id, model_name="").update(model_name=default)
+        model = default
+    return model or ""
 
 
 async def request_stop(reply_id):
@@ -146,6 +166,7 @@ class _Watch:
     owner_key: str
     conversation_id: int
     entry_id: str | None  # its queue entry, until a worker has taken it
+    model: str = ""  # the model whose queue it waits in
     position: int = 0
 
 
@@ -167,8 +188,8 @@ class Reaper:
         self.watched = {}  # reply id -> _Watch
         self._task = None
 
-    def watch(self, owner_key, conversation_id, reply_id, entry_id):
-        self.watched[reply_id] = _Watch(owner_key, conversation_id, entry_id)
+    def watch(self, owner_key, conversation_id, reply_id, entry_id, model=""):
+        self.watched[reply_id] = _Watch(owner_key, conversation_id, entry_id, model)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -184,10 +205,10 @@ class Reaper:
 
     async def _ended(self, reply_id, watch):
         if watch.entry_id is not None:
-            position = await request_queue.queue_position(watch.entry_id)
+            position = await request_queue.queue_position(watch.entry_id, watch.model)
             if not position:
                 watch.entry_id = None  # a worker has it: from now on its own reports keep it alive
-            elif await ready_workers():  # while none can generate, the request timeout runs out
+            elif await ready_workers(watch.model):  # while none can generate it, the request timeout runs out
                 await LiveReply(reply_id).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
                 if position != watch.position:
                     watch.position = position

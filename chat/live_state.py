@@ -4,7 +4,8 @@
   rebuilt from the database whenever Redis has lost it.
 - LiveReply: the state of a reply being generated: partial text (so a reloaded page can show
   it), a liveness key whose expiry means "the worker is gone", and a cancel flag.
-- Worker heartbeats, read by /healthz and before handing out a turn.
+- Worker heartbeats (each names the model it serves), read by /healthz, /status, /v1/models and
+  before handing out a turn.
 """
 import asyncio
 import json
@@ -177,9 +178,17 @@ async def withdraw_worker(worker_id):
         await pipe.execute()
 
 
-async def ready_workers():
-    """The live workers that can generate now (not restarting their engine, upstream answering)."""
-    return [worker for worker in await live_workers() if worker.get("ready", True)]
+async def ready_workers(model=None):
+    """The live workers that can generate now (not restarting their engine, upstream answering);
+    with `model`, only those serving it."""
+    return [worker for worker in await live_workers()
+            if worker.get("ready", True) and (model is None or worker.get("model") == model)]
+
+
+def served_models(workers):
+    """The names of the models these workers serve, sorted: the first is the default model (of a new
+    conversation that names none)."""
+    return sorted({worker["model"] for worker in workers if worker.get("model")})
 
 
 async def live_workers():

@@ -1,8 +1,9 @@
-"""The inference worker: takes turns off the channel layer, streams replies back to users.
+"""The inference worker: takes turns off the shared request queue, streams replies back to users.
 
-Run it with `python manage.py inference_worker`. It loads the model once, then serves the
-request channel until SIGTERM/SIGINT. Concurrent replies are decoded together in one batch
-(inference.engine_loop); those beyond the batch's budget wait and are told their place.
+Run it with `python manage.py inference_worker`. It loads the model once, then serves that model's
+request stream (chat.request_queue; it announces the model's name) until SIGTERM/SIGINT. Concurrent
+replies are decoded together in one batch (inference.engine_loop); those beyond the batch's budget
+wait and are told their place.
 """
 import asyncio
 import collections
@@ -49,7 +50,7 @@ class InferenceWorker:
         """Serve until stop_event is set; replies in progress are cancelled and stored."""
         self.control_channel = await self.layer.new_channel()
         await self.layer.group_add(WORKERS_GROUP, self.control_channel)
-        await request_queue.ensure_group()
+        await request_queue.ensure_group(self.engine.name)
         self.tasks = set()
         self.room = asyncio.Event()
         loops = [asyncio.create_task(_forever(loop)) for loop in (self._heartbeat, self._take_requests,
@@ -131,7 +132,7 @@ class InferenceWorker:
                 self.room.clear()
                 await self.room.wait()
                 continue
-            for entry_id, request in await request_queue.take(self.id, free):
+            for entry_id, request in await request_queue.take(self.id, free, model=self.engine.name):
                 self._start(entry_id, request)
 
     def _start(self, entry_id, request):
@@ -143,13 +144,14 @@ class InferenceWorker:
     async def _adopt_orphans(self):
         """Serve the requests of workers that died; end the ones they had started as errors."""
         expiry = settings.CHAT_WORKER_HEARTBEAT * 3  # as announced: a heartbeat missed three times
-        for entry_id, request in await request_queue.claim_from_dead_workers(self.id, expiry):
+        orphans = await request_queue.claim_from_dead_workers(self.id, expiry, model=self.engine.name)
+        for entry_id, request in orphans:
             partial = await LiveReply(request["message"]).text()
             if partial:
                 await finish_reply(request["message"], content=partial,
                                    finish_reason=Message.FinishReason.ERROR,
                                    error_detail="the worker generating this reply stopped; the text so far is kept")
-                await request_queue.acknowledge(entry_id)
+                await request_queue.acknowledge(entry_id, self.engine.name)
             else:
                 log.info("taking over request for reply %s from a stopped worker", request["message"])
                 self._start(entry_id, request)
@@ -186,7 +188,7 @@ class InferenceWorker:
             self.replies.pop(message_id, None)
             self.streaming.discard(message_id)
             self.room.set()
-            await request_queue.acknowledge(entry_id)
+            await request_queue.acknowledge(entry_id, self.engine.name)
 
     async def _tell_queued(self, request, position):
         await LiveReply(request["message"]).keep_alive(settings.CHAT_STALL_TIMEOUT)

@@ -14,22 +14,23 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def test_a_dead_workers_request_is_reclaimed_and_generated_once_with_two_live_workers(engine, clean_redis,
                                                                                             settings):
     settings.CHAT_WORKER_HEARTBEAT = 0.3
-    await request_queue.ensure_group()
-    await announce_worker("ghost", {"id": "ghost", "model": "x"}, ttl=1)  # a worker that is about to die
+    model = engine.name  # the ghost served the live workers' model: they adopt its requests
+    await request_queue.ensure_group(model)
+    await announce_worker("ghost", {"id": "ghost", "model": model}, ttl=1)  # a worker that is about to die
     socket = await connect(await new_guest())
     await socket.send_json_to({"type": "send", "conversation": None, "content": "orphan",
                                "params": {"max_new_tokens": 5, "temperature": 0}})
     await receive_until(socket, "ack")
-    [(_, request)] = await request_queue.take("ghost", 10)  # the ghost took it, then died
+    [(_, request)] = await request_queue.take("ghost", 10, model=model)  # the ghost took it, then died
     assert set(request) >= {"message", "conversation", "owner"} and "messages" not in request  # ids, not history
 
     workers = [await start_worker(engine) for _ in range(2)]  # both look for dead workers' requests
     frames = await receive_until(socket, "done", timeout=30)
     assert frames[-1]["finish_reason"] == "length"
     deadline = time.monotonic() + 5
-    while (await request_queue.redis_client().xinfo_consumers(request_queue.STREAM, request_queue.GROUP)) and any(
-            c["name"] == "ghost" for c in await request_queue.redis_client().xinfo_consumers(
-                request_queue.STREAM, request_queue.GROUP)):
+    stream = request_queue.stream_of(model)
+    while any(c["name"] == "ghost" for c in await request_queue.redis_client().xinfo_consumers(
+            stream, request_queue.GROUP)):
         assert time.monotonic() < deadline, "the dead worker stayed in the group"
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.5)  # several more heartbeats: nobody claims or serves it again
