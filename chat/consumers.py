@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from inference.sampling import InvalidParameters
 
 from . import admission, attachments, metrics, presets, search, turns
-from .lifecycle import NO_WORKER, dispatch, request_stop, user_group
+from .lifecycle import NO_WORKER, dispatch, request_stop, stored_reply, user_group
 from .live_state import ConversationHistory, LiveReply
 from .models import Owner
 from .turns import ProtocolError
@@ -28,6 +28,7 @@ JOIN_TIMEOUT = 5.0
 REJOIN_INTERVAL = 30.0  # seconds between re-joining the user's group (membership survives a Redis restart)
 MAX_TITLE_CHARS = 200
 MAX_ID = 2**63 - 1  # the database's bigint: a larger id cannot exist, and would overflow the query
+MAX_MODEL_CHARS = 200  # Conversation.model_name
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -106,6 +107,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def on_send(self, frame):
         conversation_id = _conversation_field(frame, required=False)
         content = _content_field(frame, conversation_id)
+        model = _model_field(frame, conversation_id)
         params = _params_field(frame, conversation_id)
         files = attachments.validated(frame.get("attachments"), conversation_id)
         chosen = None if frame.get("settings") is None else presets.clean_settings(frame["settings"], conversation_id)
@@ -116,7 +118,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk})
         await self._announce_turn(conversation.pk, user_message, reply.pk)
-        await self._dispatch(conversation.pk, reply, frame["type"])
+        await self._dispatch(conversation.pk, reply, frame["type"], model)
 
     async def on_regenerate(self, frame):
         conversation_id = _conversation_field(frame)
@@ -164,7 +166,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 item["content"] = await LiveReply(message.pk).text()
                 item["generating"] = True
             frames.append(item)
-        history = {"type": "history", "conversation": conversation.pk, "title": str(conversation), "messages": frames}
+        history = {"type": "history", "conversation": conversation.pk, "title": str(conversation),
+                   "model": conversation.model_name, "messages": frames}
         if conversation.settings is not None:
             history["settings"] = conversation.settings
         await self.send_json(history)
@@ -296,12 +299,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             event["replaces"] = replaces
         await self.channel_layer.group_send(self.group, event)
 
-    async def _dispatch(self, conversation_id, reply, kind):
-        """Hand the reply to the workers (chat.lifecycle watches it from there), or end it at once with
-        no_worker when none is running."""
+    async def _dispatch(self, conversation_id, reply, kind, model=None):
+        """Hand the reply to the workers serving the conversation's model (chat.lifecycle watches it from
+        there), or end it at once with no_worker when none does (`model`: a new conversation's choice)."""
         metrics.TURNS.labels(kind).inc()
-        if await dispatch(self.owner.key, conversation_id, reply) is None:
-            await self.send_json({"type": "error", "code": "no_worker", "detail": NO_WORKER,
+        if await dispatch(self.owner.key, conversation_id, reply, model) is None:
+            detail = (await stored_reply(reply.pk)).error_detail or NO_WORKER  # names the model nobody serves
+            await self.send_json({"type": "error", "code": "no_worker", "detail": detail,
                                   "conversation": conversation_id})
             return
         self.timings[reply.pk] = metrics.TurnTiming()
@@ -330,6 +334,17 @@ def _id_field(frame, name, conversation_id=None, required=True):
 
 def _conversation_field(frame, required=True):
     return _id_field(frame, "conversation", required=required)
+
+
+def _model_field(frame, conversation_id):
+    """The model a new conversation asks for (None: the default); an existing one keeps its own."""
+    model = frame.get("model")
+    if model is None or conversation_id is not None:
+        return None
+    if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_CHARS:
+        raise ProtocolError("bad_field", f"'model' must be the name of a served model (at most {MAX_MODEL_CHARS} "
+                            "characters)")
+    return model
 
 
 def _content_field(frame, conversation_id):

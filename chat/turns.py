@@ -139,7 +139,7 @@ def _title(content):
 
 def conversation_list(owner, limit=200):
     rows = Conversation.objects.owned_by(owner).order_by("-updated")[:limit]
-    return [{"id": c.pk, "title": str(c), "updated": c.updated.isoformat()} for c in rows]
+    return [{"id": c.pk, "title": str(c), "updated": c.updated.isoformat(), "model": c.model_name} for c in rows]
 
 
 def rename(owner, conversation_id, title):

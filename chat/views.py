@@ -8,7 +8,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 
 from inference.sampling import SamplingParams
 
-from .live_state import live_workers
+from .live_state import live_workers, served_models
 from .admission import admit_guest, http_client_address, too_many_requests
 from .turns import ProtocolError
 
@@ -40,7 +40,8 @@ def _page_limits():
 
 
 async def _health():
-    """(ready, body): ready once a worker with a loaded model announces itself in Redis."""
+    """(ready, body): ready once a worker with a loaded model announces itself in Redis. `models` are
+    the models the live workers serve (a new conversation may choose one); `model` is the default."""
     try:
         workers = await live_workers()
     except RedisError as exc:
@@ -51,7 +52,9 @@ async def _health():
     if not ready:  # alive but unable to generate (its engine is restarting) never looks healthy
         return False, {"status": "unhealthy", "detail": "no inference worker can generate now; "
                        "their engines are restarting", "workers": workers}
-    return True, {"status": "ok", "model": ready[0]["model"], "workers": workers}
+    models = served_models(workers)
+    return True, {"status": "ok", "model": models[0] if models else ready[0]["model"], "models": models,
+                  "workers": workers}
 
 
 @never_cache
