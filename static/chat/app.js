@@ -21,7 +21,7 @@ import { createSidebar } from "./sidebar.js";
 import { createTranscript } from "./transcript.js";
 import { createSearch } from "./search.js";
 import { createConversationTools } from "./conversation_export.js";
-import { watchModelStatus } from "./model_status.js";
+import { createModelPicker, watchModelStatus } from "./model_status.js";
 
 const $ = (id) => document.getElementById(id);
 const input = $("composer-input");
@@ -76,6 +76,7 @@ function tooLarge(content) {
 /** Send a `send`, `edit` or `regenerate` frame, then wait for its ack; false when it did not go out. */
 function startTurn(frame) {
   if (state.pending || !requireConnection()) return false;
+  frame = modelPicker.withModel(frame); // a new chat goes to the model picked in the header
   if (!socket.send({ ...frame, params: settingsDialog.params(), ...settingsDialog.frameFields(frame) })) {
     requireConnection(); // the socket closed just now: say so, and keep the text
     return false;
@@ -132,6 +133,7 @@ const actions = {
 
 // --- the views -----------------------------------------------------------------------------------
 
+const modelPicker = createModelPicker($("model-picker"));
 const notices = createNotices(
   { notices: $("notices"), liveStatus: $("live-status"), connection: $("connection-status"), input },
   { openSettings: () => settingsDialog.open() });
@@ -179,6 +181,7 @@ function updateComposer() {
 }
 
 function refresh() {
+  modelPicker.show(state.current === null ? null : state.model);
   const title = state.current === null ? "New chat" : state.title || `Conversation ${state.current}`;
   if (document.title !== `${title} · Chat`) {
     $("conversation-title").textContent = title;
@@ -261,7 +264,7 @@ setInterval(() => { if (state.messages.some((m) => m.generating)) transcript.ren
 
 refresh();
 transcript.render();
-watchModelStatus({ status: $("model-status"), name: $("model-name") });
+watchModelStatus({ status: $("model-status"), name: $("model-name") }, modelPicker);
 socket.connect();
 if (!sidebar.overlay) input.focus();
 

@@ -20,6 +20,7 @@ export function createState({ current = null } = {}) {
     conversations: [], // [{id, title, updated}], most recent first
     current, // the open conversation id, or null for a new chat
     title: "",
+    model: "", // the open conversation's model (from its history or the list; "" while unknown)
     messages: [], // active messages of the open conversation
     historyPending: null, // the conversation whose `history` answer we wait for
     buffered: [], // frames that arrived while we waited, replayed on top of the answer
@@ -107,6 +108,7 @@ export function openConversation(state, id, { loadHistory = true } = {}) {
   if (state.pending && state.pending.conversation !== id) state.pending = null;
   const item = state.conversations.find((c) => c.id === id);
   state.title = item ? item.title : "";
+  state.model = item ? item.model || "" : "";
   const effects = id !== null && loadHistory ? requestHistory(state, id) : [];
   return [...effects, { type: "navigate" }, { type: "render", rebuild: true }];
 }
@@ -117,6 +119,7 @@ export function beginTurn(state, frame) {
     kind: frame.type,
     conversation: frame.conversation ?? null,
     content: frame.content ?? null,
+    ...(frame.model ? { model: frame.model } : {}), // a new chat's chosen model
     ...(frame.attachments ? { attachments: frame.attachments } : {}),
   };
 }
@@ -174,6 +177,7 @@ function onAck(state, frame, fx) {
   if (ours) state.pending = null;
   if (ours && pending.kind === "send" && pending.conversation === null && state.current === null) {
     fx.push(...openConversation(state, frame.conversation, { loadHistory: false }));
+    state.model = pending.model || ""; // the list that follows names the model the server chose
   }
   fx.push(list);
   // A history asked for after this turn already holds it; otherwise show the turn now (the
@@ -324,6 +328,7 @@ function onHistory(state, frame, fx) {
   if (frame.conversation !== state.current) return; // an answer for a conversation we left
   if (state.historyPending === frame.conversation) state.historyPending = null;
   state.title = frame.title || "";
+  state.model = frame.model || "";
   state.messages = (frame.messages || []).map((item) =>
     item.role === "user" ? userMessage(item.id, item.content, item.attachments) : assistantMessage(item));
   for (const message of state.messages) if (message.generating) liveEntry(state, message.id, frame.conversation, fx);
@@ -342,6 +347,7 @@ function onConversations(state, frame, fx) {
   state.conversations = Array.isArray(frame.items) ? frame.items : [];
   const current = state.conversations.find((c) => c.id === state.current);
   if (current) state.title = current.title;
+  if (current && current.model) state.model = current.model;
   fx.push({ type: "sidebar" });
 }
 
