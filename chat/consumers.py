@@ -22,6 +22,7 @@ from .lifecycle import NO_WORKER, dispatch, request_stop, stored_reply, user_gro
 from .live_state import ConversationHistory, LiveReply
 from .models import Owner
 from .turns import ProtocolError
+from .versions import switch_to, versions_of
 
 log = logging.getLogger(__name__)
 JOIN_TIMEOUT = 5.0
@@ -159,9 +160,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation_id = _conversation_field(frame)
         await admission.fail_abandoned_replies(self.owner, conversation_id)
         conversation, messages = await _db(turns.active_messages)(self.owner, conversation_id)
+        versions = await _db(versions_of)(conversation)
         frames = []
         for message in messages:
             item = message.as_frame()
+            if message.pk in versions:
+                item["versions"] = versions[message.pk]
             if message.generating:  # show what the worker has produced so far
                 item["content"] = await LiveReply(message.pk).text()
                 item["generating"] = True
@@ -190,6 +194,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await _db(turns.delete)(self.owner, conversation_id)
         await ConversationHistory(self.owner.key, conversation_id).invalidate()
         await self.channel_layer.group_send(self.group, {"type": "chat.changed", "deleted": conversation_id})
+
+    async def on_switch(self, frame):
+        """Show another version of a message (and the branch below it) in every tab."""
+        conversation_id = _conversation_field(frame)
+        message_id = _id_field(frame, "message", conversation_id)
+        await _db(switch_to)(self.owner, conversation_id, message_id)
+        await ConversationHistory(self.owner.key, conversation_id).invalidate()
+        await self.channel_layer.group_send(self.group, {"type": "chat.switched", "conversation": conversation_id,
+                                                         "message": message_id})
 
     async def on_rate(self, frame):
         message_id = _id_field(frame, "message")
@@ -237,7 +250,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "send": on_send, "regenerate": on_regenerate, "edit": on_edit, "stop": on_stop,
         "history": on_history, "list": on_list, "rename": on_rename, "delete": on_delete,
         "rate": on_rate, "presets": on_presets, "preset_save": on_preset_save,
-        "preset_delete": on_preset_delete, "configure": on_configure,
+        "preset_delete": on_preset_delete, "configure": on_configure, "switch": on_switch,
         "search": on_search,
     }
 
@@ -269,6 +282,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._relay(event)
 
     async def chat_configured(self, event):
+        await self._relay(event)
+
+    async def chat_switched(self, event):
         await self._relay(event)
 
     async def _relay(self, event):

@@ -135,15 +135,11 @@ def import_conversation(owner, title, records):
         raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "
                             "conversations, the most allowed (CHAT_MAX_CONVERSATIONS); delete some first")
     conversation = Conversation.objects.create(title=title or title_from(records[0]["content"]), **owner.fields())
-    # Each message follows the one before it (the versions' tree, where the model has it).
-    parent_field = hasattr(Message, "parent")
-    parent = None
+    parent = None  # one branch: each message follows the one before it (chat.versions)
     for record in records:
         fields = {"conversation": conversation, "role": record["role"], "content": record["content"],
-                  "attachments": record.get("attachments", [])}
+                  "attachments": record.get("attachments", []), "parent": parent}
         if record["role"] == "assistant":
             fields.update(finish_reason=record["finish_reason"], model_name=record["model"])
-        if parent_field:
-            fields["parent"] = parent
         parent = Message.objects.create(**fields)
     return conversation

@@ -108,8 +108,7 @@ async def finish_reply(message_id, *, content, finish_reason, error_detail="", c
 def done_event(message):
     """The `done` event of an ended reply, as stored."""
     done = {"type": "chat.done", "conversation": message.conversation_id, "message": message.pk,
-            "finish_reason": message.finish_reason,
-            "usage": {"prompt_tokens": message.prompt_tokens or 0, "completion_tokens": message.completion_tokens or 0}}
+            "finish_reason": message.finish_reason, **message.usage_fields()}
     if message.error_detail:
         done["detail"] = message.error_detail
     return done

@@ -64,6 +64,8 @@ class Conversation(models.Model):
     reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     review_note = models.TextField(blank=True, default="", db_default="")
+    # True once the user renamed it: the title is then theirs, no longer derived from the first prompt
+    title_edited = models.BooleanField(default=False, db_default=False)
     # The settings the page uses in this conversation (chat.presets.clean_settings: the preset picked
     # and the values the user set); None for a conversation that never had any (it follows the page's).
     settings = models.JSONField(null=True, blank=True)
@@ -119,6 +121,9 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=16, choices=FinishReason.choices, blank=True, db_index=True)
     error_detail = models.CharField(max_length=500, blank=True)
     superseded = models.BooleanField(default=False, db_index=True)
+    # The message this one follows in its branch (None for a first message). Regenerated replies
+    # and edited messages share a parent with the versions they replaced (chat.versions).
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     time_to_first_token_ms = models.FloatField(null=True, blank=True)
@@ -172,7 +177,17 @@ class Message(models.Model):
                 frame["rating"] = self.rating
             if self.feedback:
                 frame["comment"] = self.feedback
+            if not self.generating:
+                frame.update(self.usage_fields())
         return frame
+
+    def usage_fields(self):
+        """A finished reply's statistics, as `done` and `history` frames carry them."""
+        fields = {"usage": {"prompt_tokens": self.prompt_tokens or 0, "completion_tokens": self.completion_tokens or 0}}
+        rate = self.tokens_per_second
+        if rate is not None:
+            fields["tokens_per_second"] = round(rate, 2)
+        return fields
 
 
 def decode_rate(completion_tokens, generation_ms, first_token_ms):
@@ -230,6 +245,7 @@ class ShareLink(models.Model):
     @staticmethod
     def new_token():
         return secrets.token_urlsafe(24)
+
 
 class PresetQuerySet(models.QuerySet):
     def owned_by(self, owner):

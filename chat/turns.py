@@ -1,5 +1,6 @@
 """Database work for starting turns, kept synchronous and transactional (chat.admission wraps it)."""
 import hashlib
+import re
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -74,15 +75,16 @@ def start_turn(owner, conversation_id, content, params, attachments=(), conversa
     conversation if needed. `conversation_settings`, when given, become the conversation's (chat.presets)."""
     refuse_if_busy(owner, conversation_id)
     if conversation_id is None:
-        conversation = _new_conversation(owner, content)
+        conversation, parent = _new_conversation(owner, content), None
     else:
         conversation = get_owned(owner, conversation_id)
+        parent = conversation.active_messages().last()
     if conversation_settings is not None:
         conversation.settings = conversation_settings
         conversation.save(update_fields=["settings"])
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content,
-                                          attachments=list(attachments))
-    reply = _new_reply(conversation, params)
+                                          parent=parent, attachments=list(attachments))
+    reply = _new_reply(conversation, params, user_message)
     return conversation, user_message, reply
 
 
@@ -98,12 +100,14 @@ def start_regeneration(owner, conversation_id, params):
     last.superseded = True
     last.save(update_fields=["superseded"])
     answered = conversation.active_messages().last()
-    return conversation, answered, _new_reply(conversation, params or last.params), last.pk
+    return conversation, answered, _new_reply(conversation, params or last.params, answered), last.pk
 
 
 @transaction.atomic
 def start_edit(owner, conversation_id, message_id, content, params, attachments=None):
-    """Replace a user message: it and every later message are superseded (kept for reviewers)."""
+    """Replace a user message: it and every later message are superseded, kept as the earlier version
+    (chat.versions switches back to it). Editing the first message retitles a conversation the user
+    has not renamed."""
     refuse_if_busy(owner, conversation_id)
     conversation = get_owned(owner, conversation_id)
     edited = conversation.active_messages().filter(pk=message_id, role=Message.Role.USER).first()
@@ -111,30 +115,44 @@ def start_edit(owner, conversation_id, message_id, content, params, attachments=
         raise ProtocolError("not_found", "no such user message in this conversation", conversation_id)
     conversation.active_messages().filter(id__gte=edited.pk).update(superseded=True)
     user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content,
-                                          # files stay unless the edit sends others
+                                          parent_id=edited.parent_id,  # files stay unless the edit sends others
                                           attachments=edited.attachments if attachments is None else attachments)
-    return conversation, user_message, _new_reply(conversation, params)
+    if edited.parent_id is None and not conversation.title_edited:
+        conversation.title = title_from(content)
+        conversation.save(update_fields=["title"])
+    return conversation, user_message, _new_reply(conversation, params, user_message)
 
 
 def _new_conversation(owner, first_message):
     if Conversation.objects.owned_by(owner).count() >= settings.CHAT_MAX_CONVERSATIONS:
         raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "
                             "conversations, the most allowed (CHAT_MAX_CONVERSATIONS); delete some first")
-    return Conversation.objects.create(title=_title(first_message), **owner.fields())
+    return Conversation.objects.create(title=title_from(first_message), **owner.fields())
 
 
-def _new_reply(conversation, params):
+def _new_reply(conversation, params, parent):
     conversation.updated = timezone.now()
     conversation.save(update_fields=["updated"])
     return Message.objects.create(
         conversation=conversation, role=Message.Role.ASSISTANT, content="",
-        finish_reason=Message.FinishReason.GENERATING, params=params
+        finish_reason=Message.FinishReason.GENERATING, params=params, parent=parent,
     )
 
 
-def _title(content):
-    line = " ".join(content.split())
-    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1] + "…"
+MARKUP = re.compile(r"```.*?(```|$)|[`*#>~\[\]]+", re.DOTALL)  # code fences and Markdown marks
+
+
+def title_from(content):
+    """A conversation's title from its first prompt: its first line of prose without Markdown, cut
+    at a word boundary."""
+    lines = [" ".join(line.split()) for line in MARKUP.sub(" ", content).splitlines()]
+    line = next((line for line in lines if line), "") or " ".join(content.split())
+    if len(line) <= TITLE_LENGTH:
+        return line
+    cut = line[: TITLE_LENGTH - 1]
+    if " " in cut[TITLE_LENGTH // 2:]:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,.;:-") + "…"
 
 
 def conversation_list(owner, limit=200):
@@ -143,9 +161,9 @@ def conversation_list(owner, limit=200):
 
 
 def rename(owner, conversation_id, title):
-    conversation = get_owned(owner, conversation_id)
-    conversation.title = title
-    conversation.save(update_fields=["title", "updated"])
+    """The user's own title; the conversation keeps its place in the list (`updated` is its last turn)."""
+    get_owned(owner, conversation_id)
+    Conversation.objects.filter(pk=conversation_id).update(title=title, title_edited=True)
 
 
 def delete(owner, conversation_id):
@@ -178,8 +196,10 @@ def start_api_turn(owner, messages, params):
     refuse_if_busy(owner)
     conversation = _new_conversation(owner, messages[-1]["content"])
     # The client's own history is stored as it was sent: its assistant turns are finished replies.
-    Message.objects.bulk_create([
-        Message(conversation=conversation, role=m["role"], content=m["content"],
+    parent = None
+    for m in messages:
+        if m["role"] != "system":
+            parent = Message.objects.create(
+                conversation=conversation, role=m["role"], content=m["content"], parent=parent,
                 finish_reason=Message.FinishReason.STOP if m["role"] == Message.Role.ASSISTANT else "")
-        for m in messages if m["role"] != "system"])
-    return conversation, _new_reply(conversation, params)
+    return conversation, _new_reply(conversation, params, parent)

@@ -36,6 +36,7 @@ def _page_limits():
         "context_window": settings.CHAT_CONTEXT_WINDOW,
         "max_attachment_chars": settings.CHAT_MAX_ATTACHMENT_CHARS,
         "max_attachments": settings.CHAT_MAX_ATTACHMENTS,
+        "max_turns_in_flight": settings.CHAT_MAX_TURNS_IN_FLIGHT,
     }
 
 

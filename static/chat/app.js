@@ -26,6 +26,8 @@ import { createModelPicker, watchModelStatus } from "./model_status.js";
 const $ = (id) => document.getElementById(id);
 const input = $("composer-input");
 const MAX_MESSAGE_CHARS = Number(document.body.dataset.maxMessageChars) || 32000;
+const MAX_TURNS_IN_FLIGHT = Number(document.body.dataset.maxTurnsInFlight) || 1;
+const DELETE_UNDO_MS = 8000;
 
 function parseHash() {
   const match = /^#c=(\d+)$/.exec(location.hash);
@@ -45,6 +47,7 @@ const wsUrl = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.ho
 const socket = new ChatSocket(wsUrl, {
   onFrame,
   onOpen: ({ reconnected }) => {
+    notices.remove("offline");
     run(connectionOpened(state));
     settingsDialog.connected();
     if (reconnected) notices.announce("Reconnected");
@@ -95,6 +98,57 @@ function open(id) {
   else run(openConversation(state, id));
 }
 
+/** Conversations other than the open one with a reply generating. */
+function busyElsewhere() {
+  return [...new Set([...state.live.values()].map((entry) => entry.conversation))].filter((id) => id !== state.current);
+}
+
+/** The user's replies are at their limit: name the chat that is replying, with a Stop for it. */
+function busyNotice() {
+  const [other] = busyElsewhere();
+  if (other === undefined) {
+    notices.add(ERROR_TEXT.busy, { kind: "error", key: "busy" });
+    return;
+  }
+  const item = state.conversations.find((c) => c.id === other);
+  const title = item ? item.title : `Conversation ${other}`;
+  notices.add(`“${title}” is still replying, and one reply at a time is allowed. Stop it, or wait for it to finish.`,
+    { kind: "error", key: "busy", action: { label: `Stop “${title}”`, keep: true, // the notice goes when that reply has ended
+      run: () => sendIfConnected({ type: "stop", conversation: other }) } });
+}
+
+const deleting = new Map(); // conversation id -> timer: deleted in the page, sent once the undo has passed
+
+function deleteWithUndo(id) {
+  const item = state.conversations.find((c) => c.id === id);
+  const title = item ? item.title : `Conversation ${id}`;
+  if (!requireConnection()) return false;
+  const send = () => {
+    deleting.delete(id);
+    sendIfConnected({ type: "delete", conversation: id });
+  };
+  deleting.set(id, setTimeout(send, DELETE_UNDO_MS));
+  state.conversations = state.conversations.filter((c) => c.id !== id);
+  if (state.current === id) run(openConversation(state, null));
+  sidebar.render();
+  notices.add(`Deleted “${title}”.`, { kind: "info", key: `deleted-${id}`, ms: DELETE_UNDO_MS, action: { label: "Undo", run: () => {
+    clearTimeout(deleting.get(id));
+    deleting.delete(id);
+    socket.send({ type: "list" }); // it comes back in the list
+    notices.announce(`Restored “${title}”`);
+  } } });
+  return true;
+}
+
+// Deletes still in their undo window are sent when the page goes away.
+window.addEventListener("pagehide", () => {
+  for (const [id, timer] of deleting) {
+    clearTimeout(timer);
+    socket.send({ type: "delete", conversation: id });
+  }
+  deleting.clear();
+});
+
 const actions = {
   submit(content, files = []) {
     if (tooLarge(content)) return false;
@@ -102,7 +156,14 @@ const actions = {
       notices.add(ERROR_TEXT.busy, { kind: "info", key: "busy" });
       return false;
     }
+    if (busyElsewhere().length >= MAX_TURNS_IN_FLIGHT) {
+      busyNotice();
+      return false;
+    }
     return startTurn({ type: "send", conversation: state.current, content, ...(files.length ? { attachments: files } : {}) });
+  },
+  switchVersion(id) {
+    if (state.current !== null) sendIfConnected({ type: "switch", conversation: state.current, message: id });
   },
   edit(id, content) {
     return !tooLarge(content) && startTurn({ type: "edit", conversation: state.current, message: id, content });
@@ -124,7 +185,7 @@ const actions = {
     return sendIfConnected({ type: "rate", message: id, rating: message ? message.rating : null, comment });
   },
   rename: (id, title) => sendIfConnected({ type: "rename", conversation: id, title }),
-  remove: (id) => sendIfConnected({ type: "delete", conversation: id }),
+  remove: deleteWithUndo,
   open,
   requireConnection,
   announce: (text) => notices.announce(text),
@@ -202,9 +263,11 @@ function run(effects) {
     if (effect.type === "send") socket.send(effect.frame);
     else if (effect.type === "announce") notices.announce(effect.text);
     else if (effect.type === "notice") notices.add(effect.text, { kind: "info", key: effect.key });
+    else if (effect.type === "error" && effect.frame.code === "busy") busyNotice();
     else if (effect.type === "error") notices.error(effect.frame);
     else if (effect.type === "restore") composer.restore(effect.content);
     else if (effect.type === "navigate") {
+      notices.clearErrors();
       setHash(state.current);
       sidebarChanged = true;
     } else if (effect.type === "sidebar") sidebarChanged = true;
@@ -216,7 +279,10 @@ function run(effects) {
       };
     }
   }
-  if (sidebarChanged) sidebar.render();
+  if (sidebarChanged) {
+    if (busyElsewhere().length < MAX_TURNS_IN_FLIGHT && !currentGenerating(state)) notices.remove("busy");
+    sidebar.render();
+  }
   if (render && render.soon) transcript.renderSoon();
   else if (render) transcript.render(render);
   refresh();
@@ -228,7 +294,11 @@ function onFrame(frame) {
     return;
   }
   if (frame.type === "changed") search.refresh(); // titles or conversations changed: so may the results
+  if (frame.type === "ack") notices.clearErrors(); // a turn went through: earlier refusals are behind us
   settingsDialog.receive(frame); // presets, a chat's settings
+  if (frame.type === "conversations" && deleting.size) {
+    frame = { ...frame, items: (frame.items || []).filter((c) => !deleting.has(c.id)) };
+  }
   try {
     run(receive(state, frame, performance.now()));
   } catch (err) {

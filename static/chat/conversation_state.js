@@ -73,8 +73,28 @@ export function assistantMessage(item) {
     comment: item.comment || "",
     queued: null, // position in the queue while the reply waits
     detail: item.detail || null,
-    stats: null, // {tokens, rate?} once done
+    stats: replyStats(item), // {tokens, rate?} once done, as the server measured them
   };
+}
+
+/** A finished reply's statistics from a `done` frame or a `history` item (null while generating). */
+export function replyStats(item) {
+  const tokens = item.usage && item.usage.completion_tokens;
+  if (!tokens) return null;
+  const stats = { tokens };
+  if (typeof item.tokens_per_second === "number" && item.tokens_per_second > 0) stats.rate = item.tokens_per_second;
+  return stats;
+}
+
+/** The ids of a message's versions, oldest first (regenerated replies, edited messages), or null. */
+function versionsOf(item) {
+  return Array.isArray(item.versions) && item.versions.length > 1 ? item.versions : null;
+}
+
+/** A new version that replaced `replaced`: it lists the same versions plus itself. */
+function nextVersion(message, replaced) {
+  if (replaced) message.versions = [...(replaced.versions || [replaced.id]), message.id];
+  return message;
 }
 
 export function findMessage(state, id) {
@@ -183,25 +203,25 @@ function onAck(state, frame, fx) {
   // A history asked for after this turn already holds it; otherwise show the turn now (the
   // `turn` frame that follows is for other tabs, and finds it shown).
   if (!ours || frame.conversation !== state.current || state.historyPending === frame.conversation) return;
-  removeFrom(state, frame.replaces);
+  const replaced = removeFrom(state, frame.replaces);
   if (pending.kind !== "regenerate" && !findMessage(state, frame.message)) {
-    state.messages.push(userMessage(frame.message, pending.content, pending.attachments));
+    state.messages.push(nextVersion(userMessage(frame.message, pending.content, pending.attachments), replaced));
   }
-  if (frame.reply !== undefined) addReply(state, frame.reply, fx);
+  if (frame.reply !== undefined) addReply(state, frame.reply, fx, pending.kind === "regenerate" ? replaced : null);
   fx.push({ type: "render", scroll: true });
 }
 
-/** Edit and regenerate: the replaced message and all after it leave the conversation. */
+/** Edit and regenerate: the replaced message and all after it leave the shown branch (the server
+ * keeps them as the earlier version); returns the replaced message, or null. */
 function removeFrom(state, id) {
-  if (id === undefined || id === null) return false;
+  if (id === undefined || id === null) return null;
   const index = state.messages.findIndex((m) => m.id === id);
-  if (index >= 0) state.messages.splice(index);
-  return index >= 0;
+  return index >= 0 ? state.messages.splice(index)[0] : null;
 }
 
-function addReply(state, id, fx) {
+function addReply(state, id, fx, replaced = null) {
   if (findMessage(state, id)) return;
-  state.messages.push(assistantMessage({ id, content: "", generating: true }));
+  state.messages.push(nextVersion(assistantMessage({ id, content: "", generating: true }), replaced));
   fx.push({ type: "announce", text: "The model is replying" });
 }
 
@@ -214,14 +234,16 @@ function onTurn(state, frame, fx) {
 
 function applyTurn(state, frame, fx) {
   if (findMessage(state, frame.reply)) return; // already shown (our ack, or history came first)
-  if (!removeFrom(state, frame.replaces) && !frame.user) {
+  let replaced = removeFrom(state, frame.replaces);
+  let replacedReply = null;
+  if (!replaced && !frame.user) {
     const last = state.messages[state.messages.length - 1];
-    if (last && last.role === "assistant") state.messages.pop(); // regenerate: the old reply is superseded
+    if (last && last.role === "assistant") replacedReply = state.messages.pop(); // regenerate: superseded
   }
   if (frame.user && !findMessage(state, frame.user.id)) {
-    state.messages.push(userMessage(frame.user.id, frame.user.content, frame.user.attachments));
+    state.messages.push(nextVersion(userMessage(frame.user.id, frame.user.content, frame.user.attachments), replaced));
   }
-  addReply(state, frame.reply, fx);
+  addReply(state, frame.reply, fx, replacedReply);
   fx.push({ type: "render", scroll: true });
 }
 
@@ -300,11 +322,10 @@ function applyDone(state, frame, fx, entry) {
   message.finish_reason = frame.finish_reason;
   if (frame.detail) message.detail = frame.detail;
   const tokens = frame.usage && frame.usage.completion_tokens;
-  if (tokens) {
-    message.stats = { tokens };
-    if (entry && entry.firstAt !== null && entry.lastAt > entry.firstAt && tokens > 1) {
-      message.stats.rate = (tokens - 1) / ((entry.lastAt - entry.firstAt) / 1000);
-    }
+  message.stats = replyStats(frame);
+  if (message.stats && !message.stats.rate && entry && entry.firstAt !== null && entry.lastAt > entry.firstAt && tokens > 1) {
+    // a server that does not send tokens_per_second: the rate as this tab saw it
+    message.stats.rate = (tokens - 1) / ((entry.lastAt - entry.firstAt) / 1000);
   }
   fx.push({ type: "render" });
   if (tokens && message.length === 0 && frame.finish_reason !== "error") {
@@ -329,8 +350,11 @@ function onHistory(state, frame, fx) {
   if (state.historyPending === frame.conversation) state.historyPending = null;
   state.title = frame.title || "";
   state.model = frame.model || "";
-  state.messages = (frame.messages || []).map((item) =>
-    item.role === "user" ? userMessage(item.id, item.content, item.attachments) : assistantMessage(item));
+  state.messages = (frame.messages || []).map((item) => {
+    const message = item.role === "user" ? userMessage(item.id, item.content, item.attachments) : assistantMessage(item);
+    message.versions = versionsOf(item);
+    return message;
+  });
   for (const message of state.messages) if (message.generating) liveEntry(state, message.id, frame.conversation, fx);
   fx.push({ type: "render", scroll: "bottom", rebuild: true });
   if (!state.conversations.some((c) => c.id === frame.conversation)) fx.push(list);
@@ -357,6 +381,11 @@ function onChanged(state, frame, fx) {
     fx.push(...openConversation(state, null));
     fx.push({ type: "notice", key: "deleted", text: "This conversation was deleted." });
   }
+}
+
+/** Another version was chosen (in this tab or another): the shown branch is read again. */
+function onSwitched(state, frame, fx) {
+  if (frame.conversation === state.current) fx.push(...requestHistory(state, state.current));
 }
 
 function onRated(state, frame, fx) {
@@ -398,5 +427,6 @@ const HANDLERS = {
   conversations: onConversations,
   changed: onChanged,
   rated: onRated,
+  switched: onSwitched,
   error: onError,
 };

@@ -31,7 +31,7 @@ export function createNotices(els, { openSettings }) {
     setTimeout(() => { els.liveStatus.textContent = text; }, 30);
   }
 
-  function add(text, { kind = "error", key = null, action = null } = {}) {
+  function add(text, { kind = "error", key = null, action = null, ms = INFO_NOTICE_MS } = {}) {
     if (key) {
       const existing = els.notices.querySelector(`[data-key="${CSS.escape(key)}"]`);
       if (existing) existing.remove();
@@ -40,12 +40,12 @@ export function createNotices(els, { openSettings }) {
       el("p", { class: "notice-text", text }));
     if (action) {
       notice.append(el("button", { type: "button", class: "button small", text: action.label,
-        onclick: () => { notice.remove(); action.run(); } }));
+        onclick: () => { if (!action.keep) notice.remove(); action.run(); } }));
     }
     notice.append(iconButton("close", "Dismiss notice", { className: "small notice-dismiss",
       onclick: () => { notice.remove(); els.input.focus(); } }));
     els.notices.append(notice);
-    if (kind === "info") setTimeout(() => notice.remove(), INFO_NOTICE_MS);
+    if (kind === "info") setTimeout(() => notice.remove(), ms);
   }
 
   /** An `error` frame, in words. */
@@ -72,5 +72,16 @@ export function createNotices(els, { openSettings }) {
     }
   }
 
-  return { announce, add, error, connection };
+  /** Take a notice down when its cause has ended (a reply finished, the connection is back). */
+  function remove(key) {
+    const existing = els.notices.querySelector(`[data-key="${CSS.escape(key)}"]`);
+    if (existing) existing.remove();
+  }
+
+  /** Errors are about what the user just did: they go once the user moves on (another chat, a sent turn). */
+  function clearErrors() {
+    for (const notice of els.notices.querySelectorAll(".notice-error")) notice.remove();
+  }
+
+  return { announce, add, error, connection, remove, clearErrors };
 }

@@ -44,7 +44,6 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
     els.input.focus();
   });
 
-
   function nearBottom() {
     const t = els.transcript;
     return t.scrollHeight - t.scrollTop - t.clientHeight < NEAR_BOTTOM_PX;
@@ -96,14 +95,15 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
     const copy = iconButton("copy", "Copy message", { onclick: (e) => copyMessage(message.id, e.currentTarget) });
     const edit = iconButton("edit", "Edit message", { onclick: () => startEdit(message.id) });
     const actionsRow = el("div", { class: "msg-actions" }, copy, edit);
+    const versions = buildVersionSwitch(message.id, "message");
     const files = message.attachments?.length
       ? el("ul", { class: "msg-attachments", "aria-label": "Attached files" }, ...message.attachments.map((file) =>
         el("li", { class: "attachment-chip", "data-name": file.name, title: file.name },
           el("span", { class: "chip-name" }, file.name), el("span", { class: "chip-size" }, formatChars(file.size)))))
       : null;
     const root = el("article", { class: "msg msg-user", "data-role": "user", "data-id": message.id, "aria-label": "You" },
-      files, body, actionsRow);
-    return { root, body, actions: actionsRow, copy, edit, renderedContent: null, editing: false };
+      files, body, versions.root, actionsRow);
+    return { root, body, actions: actionsRow, copy, edit, versions, renderedContent: null, editing: false };
   }
 
   function buildAssistantView(message) {
@@ -121,10 +121,37 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
       onclick: () => actions.regenerate() });
     const actionsRow = el("div", { class: "msg-actions" }, copy, up, down, comment, regen);
     const commentShown = el("p", { class: "msg-comment" });
+    const versions = buildVersionSwitch(message.id, "reply");
     const root = el("article", { class: "msg msg-assistant", "data-role": "assistant", "data-id": message.id,
-      "aria-label": "Assistant" }, body, status, commentShown, actionsRow);
+      "aria-label": "Assistant" }, body, status, commentShown, versions.root, actionsRow);
     return { root, body, status, statusLine, retry, actions: actionsRow, copy, up, down, comment, regen,
-      commentShown, renderedContent: null, commentForm: null };
+      versions, commentShown, renderedContent: null, commentForm: null };
+  }
+
+  /** `‹ 2/3 ›` under a message with several versions (regenerated or edited); always visible. */
+  function buildVersionSwitch(id, noun) {
+    const go = (step) => {
+      const message = findMessage(state, id);
+      const index = message && message.versions ? message.versions.indexOf(id) : -1;
+      const target = index >= 0 ? message.versions[index + step] : undefined;
+      if (target !== undefined) actions.switchVersion(target);
+    };
+    const previous = iconButton("chevronLeft", `Previous version of this ${noun}`, { className: "small", onclick: () => go(-1) });
+    const label = el("span", { class: "version-label" });
+    const next = iconButton("chevronRight", `Next version of this ${noun}`, { className: "small", onclick: () => go(1) });
+    const root = el("div", { class: "version-switch", role: "group", "aria-label": `Versions of this ${noun}` }, previous, label, next);
+    return { root, previous, label, next };
+  }
+
+  function updateVersionSwitch(view, message, busy) {
+    const versions = message.versions || null;
+    const index = versions ? versions.indexOf(message.id) : -1;
+    view.versions.root.hidden = index < 0;
+    if (index < 0) return;
+    view.versions.label.textContent = `${index + 1}/${versions.length}`;
+    view.versions.label.setAttribute("aria-label", `Version ${index + 1} of ${versions.length}`);
+    view.versions.previous.disabled = busy || !state.connected || index === 0;
+    view.versions.next.disabled = busy || !state.connected || index === versions.length - 1;
   }
 
   function updateUserView(view, message, busy) {
@@ -133,6 +160,7 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
       view.renderedContent = message.content;
     }
     view.edit.disabled = busy || !state.connected;
+    updateVersionSwitch(view, message, busy);
   }
 
   function updateAssistantView(view, message, { isLast, busy }) {
@@ -161,6 +189,7 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
     view.regen.hidden = !(finished && isLast && stateName !== "error");
     view.regen.disabled = busy || !state.connected;
     view.actions.hidden = !finished && !message.content;
+    updateVersionSwitch(view, message, busy);
   }
 
   function statusText(message, stateName) {
@@ -266,9 +295,14 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
       finish();
       els.input.focus();
     };
+    const later = state.messages.length - 1 - state.messages.indexOf(message);
+    const warning = later > 1 ? el("p", { class: "edit-warning", id: `${areaId}-warning`, text:
+      `Sending starts a new version from here: the ${later} messages below leave the chat and stay in ` +
+      "the current version, which the ‹ › switch under this message brings back." }) : null;
+    if (warning) area.setAttribute("aria-describedby", warning.id);
     const form = el("form", { class: "edit-form" },
       el("label", { class: "visually-hidden", for: areaId, text: "Edit your message" }),
-      area,
+      area, ...(warning ? [warning] : []),
       el("div", { class: "form-buttons" },
         el("button", { type: "button", class: "button", text: "Cancel", onclick: cancel }),
         el("button", { type: "submit", class: "button primary", text: "Send edited message" })));
@@ -288,7 +322,8 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
 
 function statsSuffix(message) {
   if (!message.stats) return "";
-  const parts = [`${message.stats.tokens} tokens`];
+  const tokens = message.stats.tokens;
+  const parts = [`${tokens} ${tokens === 1 ? "token" : "tokens"}`];
   if (message.stats.rate) parts.push(`${message.stats.rate.toFixed(1)} tok/s`);
   return " " + parts.join(" · ");
 }

@@ -278,11 +278,12 @@ class Database:
                 "VALUES (?, ?, '', ?, ?, NULL)", (guest_key, title, now, now))
             conversation_id = cursor.lastrowid
             ids = []
-            for role, content, finish_reason, rating in messages:
+            for role, content, finish_reason, rating in messages:  # one branch: each follows the one before
                 cursor = self.connection.execute(
                     "INSERT INTO chat_message (role, content, finish_reason, error_detail, superseded, model_name, "
-                    "params, rating, feedback, created, conversation_id) VALUES (?, ?, ?, '', 0, '', '{}', ?, '', ?, ?)",
-                    (role, content, finish_reason, rating, now, conversation_id))
+                    "params, rating, feedback, created, conversation_id, parent_id) "
+                    "VALUES (?, ?, ?, '', 0, '', '{}', ?, '', ?, ?, ?)",
+                    (role, content, finish_reason, rating, now, conversation_id, ids[-1] if ids else None))
                 ids.append(cursor.lastrowid)
         return conversation_id, ids
 
