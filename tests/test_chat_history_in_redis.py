@@ -53,9 +53,10 @@ async def test_every_key_a_turn_leaves_in_redis_expires(worker, clean_redis):
     await send_turn(socket, "And this.", conversation=first[0]["conversation"])
     await socket.send_json_to({"type": "history", "conversation": first[0]["conversation"]})
     await socket.receive_json_from()
-    # Only the shared queue and the worker index live on; they are bounded by their own rules.
+    # Only the shared queues (one per model, and their index) and the worker index live on; they are
+    # bounded by their own rules.
     lasting = {key.decode() for key in clean_redis.keys("*") if clean_redis.ttl(key) == -1}
-    assert lasting <= {"chat:requests", "chat:workers"}, lasting
+    assert lasting <= {"chat:requests", "chat:requests:tiny-test-model", "chat:request-streams", "chat:workers"}, lasting
     history_keys = [key.decode() for key in clean_redis.keys("chat:*:history")]
     assert history_keys and all(0 < clean_redis.ttl(key) <= 24 * 3600 for key in history_keys)
     await socket.disconnect()
