@@ -132,6 +132,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._announce_turn(conversation.pk, None, reply.pk)
         await self._dispatch(conversation.pk, reply, frame["type"])
 
+    async def on_continue(self, frame):
+        """Generate more of the last reply (cut by its length limit): its tokens go on from its text."""
+        conversation_id = _conversation_field(frame)
+        params = _params_field(frame, conversation_id) if "params" in frame else None
+        conversation, answered, reply = await self._admit(
+            conversation_id, turns.start_continuation, conversation_id, params)
+        await ConversationHistory(self.owner.key, conversation.pk).invalidate()  # the reply is open again
+        await LiveReply(reply.pk).start_from(reply.content, settings.CHAT_REQUEST_TIMEOUT)  # for history meanwhile
+        await self.send_json({"type": "ack", "conversation": conversation.pk, "message": answered.pk,
+                              "reply": reply.pk, "continues": reply.pk})
+        await self.channel_layer.group_send(self.group, {"type": "chat.turn", "conversation": conversation.pk,
+                                                         "reply": reply.pk, "continues": reply.pk})
+        await self._dispatch(conversation.pk, reply, frame["type"])
+
     async def on_edit(self, frame):
         conversation_id = _conversation_field(frame)
         message_id = _id_field(frame, "message", conversation_id)
@@ -251,6 +265,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "history": on_history, "list": on_list, "rename": on_rename, "delete": on_delete,
         "rate": on_rate, "presets": on_presets, "preset_save": on_preset_save,
         "preset_delete": on_preset_delete, "configure": on_configure, "switch": on_switch,
+        "continue": on_continue,
         "search": on_search,
     }
 

@@ -66,6 +66,8 @@ async def dispatch(owner_key, conversation_id, reply, model=None):
     entry_id = await request_queue.enqueue({
         "type": "chat.generate", "turn": turn, "conversation": conversation_id, "message": reply.pk,
         "owner": owner_key, "params": params, "system": system, "model": model,
+        # a reply reopened by `continue` goes on from its stored text (a new one has none)
+        **({"prefix": reply.content} if reply.content else {}),
     })
     log.info("turn queued reply=%s conversation=%s model=%s", reply.pk, conversation_id, model,
              extra={"turn": turn, "reply": reply.pk, "conversation": conversation_id})

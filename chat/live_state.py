@@ -119,6 +119,13 @@ class LiveReply:
             pipe.set(self.alive_key, "1", ex=max(1, int(stall_timeout + 0.999)))
             await pipe.execute()
 
+    async def start_from(self, text, seconds):
+        """A continued reply: its text so far, then alive for `seconds` until a worker reports."""
+        async with redis_client().pipeline(transaction=True) as pipe:
+            pipe.set(self.text_key, text, ex=PARTIAL_TTL)
+            pipe.set(self.alive_key, "1", ex=max(1, int(seconds + 0.999)))
+            await pipe.execute()
+
     async def text(self):
         return await redis_client().get(self.text_key) or ""
 

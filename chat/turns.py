@@ -123,6 +123,28 @@ def start_edit(owner, conversation_id, message_id, content, params, attachments=
     return conversation, user_message, _new_reply(conversation, params, user_message)
 
 
+CONTINUABLE = (Message.FinishReason.LENGTH, Message.FinishReason.CANCELLED)
+
+
+@transaction.atomic
+def start_continuation(owner, conversation_id, params):
+    """Reopen the conversation's last reply, cut by its length limit (or stopped), to generate more of
+    it: the same message goes on from its text (chat.worker continues it). Returns (conversation,
+    the user message it answers, the reply)."""
+    refuse_if_busy(owner, conversation_id)
+    conversation = get_owned(owner, conversation_id)
+    last = conversation.active_messages().last()
+    if last is None or last.role != Message.Role.ASSISTANT or last.finish_reason not in CONTINUABLE or not last.content:
+        raise ProtocolError("nothing_to_continue", "only a last reply cut by its length limit (or stopped) "
+                            "can be continued", conversation_id)
+    last.finish_reason = Message.FinishReason.GENERATING
+    last.params = params or last.params
+    last.save(update_fields=["finish_reason", "params"])
+    conversation.updated = timezone.now()
+    conversation.save(update_fields=["updated"])
+    return conversation, last.parent or conversation.active_messages().filter(role=Message.Role.USER).last(), last
+
+
 def _new_conversation(owner, first_message):
     if Conversation.objects.owned_by(owner).count() >= settings.CHAT_MAX_CONVERSATIONS:
         raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "

@@ -201,8 +201,9 @@ class InferenceWorker:
     async def generate(self, request):
         """Generate one reply, streaming coalesced pieces to the user's group, then store it."""
         message_id, live = request["message"], LiveReply(request["message"])
+        prefix = request.get("prefix", "")  # a continued reply: the model goes on from its text, kept
         if await live.cancel_requested():
-            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.CANCELLED,
+            await finish_reply(message_id, content=prefix, finish_reason=Message.FinishReason.CANCELLED,
                                **Message.provenance(self.id, self.engine))
             return
         await live.keep_alive(settings.CHAT_STALL_TIMEOUT)
@@ -210,14 +211,15 @@ class InferenceWorker:
                  extra={"turn": request.get("turn"), "reply": message_id, "worker": self.id})
         started = time.monotonic()
         messages = await ConversationHistory(request["owner"], request["conversation"]).messages()
+        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        if prefix:
+            messages.append({"role": "assistant", "content": prefix})
         try:
             stream = await asyncio.to_thread(
-                self.engine.stream_reply, [{"role": m["role"], "content": m["content"]} for m in messages],
-                request.get("params"), request.get("system")
-            )
+                self.engine.stream_reply, messages, request.get("params"), request.get("system"))
         except EngineError as exc:
-            await finish_reply(message_id, content="", finish_reason=Message.FinishReason.ERROR, error_detail=str(exc),
-                               **Message.provenance(self.id, self.engine))
+            await finish_reply(message_id, content=prefix, finish_reason=Message.FinishReason.ERROR,
+                               error_detail=str(exc), **Message.provenance(self.id, self.engine))
             return
         self.replies[message_id] = (request, stream)
         pieces = stream.events_on(asyncio.get_running_loop())  # fed by the engine's thread, none of ours
@@ -226,7 +228,7 @@ class InferenceWorker:
         if stream.queue_position:
             await self._tell_queued(request, stream.queue_position)
 
-        text, pending, first_token_at, failure = [], [], None, None
+        text, pending, first_token_at, failure = [prefix] if prefix else [], [], None, None
         flush_at = 0.0
         while True:
             timeout = max(0.0, flush_at - time.monotonic()) if pending else stream.read_timeout

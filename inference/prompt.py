@@ -7,17 +7,23 @@ class PromptTooLong(EngineError):
 
 
 def build_prompt(tokenizer, messages, *, system=None, context_window, max_new_tokens):
-    """Token ids for `messages` (oldest first, the last one from the user) under the chat template.
+    """Token ids for `messages` (oldest first) under the chat template. The last message is the
+    user's, to be answered; or the assistant's after the user's, a reply to be continued (the
+    prompt then ends inside that reply, not with a new turn).
 
     The oldest turns are dropped until prompt + max_new_tokens fits the context window; the
-    system prompt and the newest user message are always kept. Returns (ids, dropped_count).
+    system prompt and the newest user message (with the reply it continues) are always kept.
+    Returns (ids, dropped_count).
     """
-    if not messages or messages[-1]["role"] != "user":
-        raise EngineError("the conversation must end with a user message")
+    roles = [m["role"] for m in messages]
+    continuing = roles[-2:] == ["user", "assistant"]
+    if not messages or (roles[-1] != "user" and not continuing):
+        raise EngineError("the conversation must end with a user message (or a reply to continue after it)")
     head = [{"role": "system", "content": system}] if system else []
     turns = [{"role": m["role"], "content": m["content"]} for m in messages]
     budget = context_window - max_new_tokens
-    ids = _render(tokenizer, head + turns)
+    kept = 2 if continuing else 1  # the newest turns, never dropped
+    ids = _render(tokenizer, head + turns, continuing)
     if len(ids) <= budget:
         return ids, 0
     # Too long: estimate each turn's share from its content's tokens (counted once each) plus an
@@ -28,16 +34,16 @@ def build_prompt(tokenizer, messages, *, system=None, context_window, max_new_to
     costs = [n + framing for n in contents]
     total, start = float(len(ids)), 0
     while True:
-        while total > budget and start < len(turns) - 1:
+        while total > budget and start < len(turns) - kept:
             total -= costs[start]
             start += 1
-            while start < len(turns) - 1 and turns[start]["role"] != "user":  # a reply never opens it
+            while start < len(turns) - kept and turns[start]["role"] != "user":  # a reply never opens it
                 total -= costs[start]
                 start += 1
-        ids = _render(tokenizer, head + turns[start:])
+        ids = _render(tokenizer, head + turns[start:], continuing)
         if len(ids) <= budget:
             return ids, start
-        if start == len(turns) - 1:
+        if start == len(turns) - kept:
             raise PromptTooLong(
                 f"the message is too long: the prompt needs {len(ids)} tokens but the context "
                 f"window leaves {budget} after reserving {max_new_tokens} for the reply"
@@ -45,8 +51,11 @@ def build_prompt(tokenizer, messages, *, system=None, context_window, max_new_to
         total = budget + 1.0  # the estimate was short: drop at least one more turn
 
 
-def _render(tokenizer, messages):
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+def _render(tokenizer, messages, continuing):
+    if continuing:  # the template's own way to leave the last message open
+        ids = tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=True)
+    else:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if hasattr(ids, "keys"):  # some tokenizers return a BatchEncoding
         ids = ids["input_ids"]
     return list(ids)

@@ -60,6 +60,8 @@ class UpstreamEngine:
                 "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens}
         if params.seed is not None:
             body["seed"] = params.seed
+        if messages and messages[-1]["role"] == "assistant":  # continue that reply (vLLM's and SGLang's fields)
+            body.update(continue_final_message=True, add_generation_prompt=False)
         stream = ReplyStream([], params, read_timeout=self.config.stall_timeout + 5)
         threading.Thread(target=_UpstreamReply(self, stream, body).run, name="upstream-reply", daemon=True).start()
         return stream

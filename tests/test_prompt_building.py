@@ -55,6 +55,19 @@ def test_the_conversation_must_end_with_the_user(tokenizer):
         build_prompt(tokenizer, [{"role": "assistant", "content": "hi"}], context_window=200, max_new_tokens=5)
 
 
+def test_a_reply_to_continue_leaves_the_prompt_open_inside_it_and_is_kept_when_turns_drop(tokenizer):
+    messages = conversation(6) + [{"role": "assistant", "content": "The newest answer, cut"}]
+    ids, dropped = build_prompt(tokenizer, messages, context_window=100_000, max_new_tokens=10)
+    assert dropped == 0 and tokenizer.decode(ids).endswith("<|im_start|>assistant\nThe newest answer, cut")
+    full = len(ids)
+    ids, dropped = build_prompt(tokenizer, messages, context_window=full // 2 + 50, max_new_tokens=50)
+    text = tokenizer.decode(ids)
+    assert dropped >= 2 and text.endswith("the newest question<|im_end|>\n<|im_start|>assistant\nThe newest answer, cut")
+    with pytest.raises(EngineError, match="must end with a user message"):  # a reply with no question
+        build_prompt(tokenizer, [{"role": "assistant", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+                     context_window=200, max_new_tokens=5)
+
+
 def test_a_long_conversation_is_cut_in_a_few_renders_not_one_per_dropped_turn(tokenizer, monkeypatch):
     renders = []
     real = tokenizer.apply_chat_template

@@ -162,6 +162,9 @@ const actions = {
     }
     return startTurn({ type: "send", conversation: state.current, content, ...(files.length ? { attachments: files } : {}) });
   },
+  continueReply() {
+    if (state.current !== null) startTurn({ type: "continue", conversation: state.current });
+  },
   switchVersion(id) {
     if (state.current !== null) sendIfConnected({ type: "switch", conversation: state.current, message: id });
   },

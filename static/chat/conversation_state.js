@@ -203,6 +203,10 @@ function onAck(state, frame, fx) {
   // A history asked for after this turn already holds it; otherwise show the turn now (the
   // `turn` frame that follows is for other tabs, and finds it shown).
   if (!ours || frame.conversation !== state.current || state.historyPending === frame.conversation) return;
+  if (frame.continues !== undefined) {
+    reopen(state, frame.continues, fx);
+    return;
+  }
   const replaced = removeFrom(state, frame.replaces);
   if (pending.kind !== "regenerate" && !findMessage(state, frame.message)) {
     state.messages.push(nextVersion(userMessage(frame.message, pending.content, pending.attachments), replaced));
@@ -225,6 +229,14 @@ function addReply(state, id, fx, replaced = null) {
   fx.push({ type: "announce", text: "The model is replying" });
 }
 
+/** `continue`: the reply generates again, going on from its text (tokens come with offsets after it). */
+function reopen(state, id, fx) {
+  const message = findMessage(state, id);
+  if (!message || message.generating) return;
+  Object.assign(message, { generating: true, finish_reason: null, detail: null, stats: null, queued: null });
+  fx.push({ type: "announce", text: "The model is continuing its reply" }, { type: "render", scroll: true });
+}
+
 function onTurn(state, frame, fx) {
   liveEntry(state, frame.reply, frame.conversation, fx);
   fx.push(list);
@@ -233,6 +245,7 @@ function onTurn(state, frame, fx) {
 }
 
 function applyTurn(state, frame, fx) {
+  if (frame.continues !== undefined) return reopen(state, frame.continues, fx);
   if (findMessage(state, frame.reply)) return; // already shown (our ack, or history came first)
   let replaced = removeFrom(state, frame.replaces);
   let replacedReply = null;

@@ -14,6 +14,7 @@ export const ICONS = {
   regenerate: svg('<path d="M20 11a8 8 0 1 0-2.3 5.7"/><path d="M20 4v7h-7"/>'),
   trash: svg('<path d="M4 7h16M10 11v6M14 11v6M6 7l1 13h10l1-13M9 7V4h6v3"/>'),
   close: svg('<path d="M6 6l12 12M18 6L6 18"/>'),
+  continue: svg('<path d="M5 6l6 6-6 6M13 6l6 6-6 6"/>'),
   chevronLeft: svg('<path d="M15 6l-6 6 6 6"/>'),
   chevronRight: svg('<path d="M9 6l6 6-6 6"/>'),
 };

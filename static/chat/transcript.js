@@ -119,12 +119,14 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
     const comment = iconButton("comment", "Comment on this reply", { onclick: () => toggleComment(message.id) });
     const regen = iconButton("regenerate", "Regenerate reply", { className: "regenerate", text: "Regenerate",
       onclick: () => actions.regenerate() });
-    const actionsRow = el("div", { class: "msg-actions" }, copy, up, down, comment, regen);
+    const more = iconButton("continue", "Continue this reply", { className: "continue", text: "Continue",
+      onclick: () => actions.continueReply() });
+    const actionsRow = el("div", { class: "msg-actions" }, copy, up, down, comment, more, regen);
     const commentShown = el("p", { class: "msg-comment" });
     const versions = buildVersionSwitch(message.id, "reply");
     const root = el("article", { class: "msg msg-assistant", "data-role": "assistant", "data-id": message.id,
       "aria-label": "Assistant" }, body, status, commentShown, versions.root, actionsRow);
-    return { root, body, status, statusLine, retry, actions: actionsRow, copy, up, down, comment, regen,
+    return { root, body, status, statusLine, retry, actions: actionsRow, copy, up, down, comment, regen, more,
       versions, commentShown, renderedContent: null, commentForm: null };
   }
 
@@ -188,6 +190,8 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
     view.commentShown.hidden = !message.comment;
     view.regen.hidden = !(finished && isLast && stateName !== "error");
     view.regen.disabled = busy || !state.connected;
+    view.more.hidden = !(isLast && message.content && (stateName === "length" || stateName === "cancelled"));
+    view.more.disabled = busy || !state.connected;
     view.actions.hidden = !finished && !message.content;
     updateVersionSwitch(view, message, busy);
   }
@@ -203,7 +207,7 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
         return rate ? `Generating… ${rate.toFixed(1)} tok/s` : "Generating…";
       }
       case "length":
-        return "Stopped at the max tokens limit. Raise “Max tokens” in Settings for longer replies." +
+        return "Stopped at the max tokens limit: Continue goes on from here." +
           statsSuffix(message);
       case "cancelled":
         return "Stopped." + statsSuffix(message);

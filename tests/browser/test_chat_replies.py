@@ -158,7 +158,7 @@ def test_a_refused_send_gives_the_text_back(chat):
     chat.input.press("Enter")
     notice = page.locator('.notice[data-key="busy"]')
     notice.wait_for()
-    assert "still being generated" in notice.inner_text()
+    assert "“Write a long essay about the history of bread.” is still replying" in notice.inner_text()
     assert chat.input.input_value() == "Another question while the first reply is still running."
     assert chat.users().count() == 0
     notice.get_by_role("button", name="Dismiss notice").click()

@@ -24,7 +24,7 @@ def test_settings_panel_is_saved_and_sent_as_params(chat_session):
     chat.open()
     page = chat.page
 
-    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Settings", exact=True).click()
     dialog = page.get_by_role("dialog", name="Settings")
     assert dialog.is_visible()
     dialog.get_by_label("System prompt").fill("Answer in one short sentence.")
@@ -38,12 +38,12 @@ def test_settings_panel_is_saved_and_sent_as_params(chat_session):
     assert saved == {"system": "Answer in one short sentence.", "temperature": 0, "max_new_tokens": 9}
 
     # Escape, or Cancel, closes the panel without saving.
-    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Settings", exact=True).click()
     assert dialog.get_by_label("Max tokens").input_value() == "9"
     dialog.get_by_label("Max tokens").fill("77")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
-    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Settings", exact=True).click()
     dialog.get_by_label("Max tokens").fill("78")
     dialog.get_by_role("button", name="Cancel").click()
     expect(dialog).to_be_hidden()
@@ -71,7 +71,7 @@ def test_untouched_settings_send_no_params_and_the_dialog_shows_the_server_s_def
     limits = page.evaluate("() => ({...document.body.dataset})")
     assert (limits["defaultMaxNewTokens"], limits["maxNewTokensLimit"]) == ("512", "4096")  # the stack's settings
 
-    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Settings", exact=True).click()
     dialog = page.get_by_role("dialog", name="Settings")
     assert dialog.get_by_label("Max tokens").input_value() == "512"
     assert dialog.get_by_label("Max tokens").get_attribute("max") == "4096"

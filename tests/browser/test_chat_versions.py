@@ -116,3 +116,21 @@ def test_reply_statistics_are_the_servers_and_survive_a_reload(chat):
     assert re.fullmatch(r"\d+ tokens? · \d+\.\d tok/s", before), before
     chat.reload()
     assert chat.page.locator(f'.msg[data-id="{reply_id}"] .status-text').inner_text() == before
+
+
+def test_a_reply_cut_by_its_limit_continues_from_where_it_stopped(chat):
+    chat.set_settings(max_new_tokens=3)
+    chat.send("List ten fruits, one per line")
+    reply_id, state, cut = chat.wait_reply_done(chat.wait_last_reply_started())
+    assert state == "length" and cut
+    reply = chat.last_reply()
+    assert "Continue goes on from here" in reply.locator(".status-text").inner_text()
+    reply.get_by_role("button", name="Continue this reply").click()
+    chat.page.wait_for_function("([id, n]) => { const m = window.chatApp.state.messages.find(m => m.id === id);"
+                                "return m.content.length > n && !m.generating; }", arg=[reply_id, len(cut)],
+                                timeout=120_000)
+    _, _, text = chat.wait_reply_done(reply_id)
+    assert text.startswith(cut) and len(text) > len(cut)
+    assert chat.assistants().count() == 1  # the same reply went on, no new one
+    chat.reload()
+    assert chat.reply_text(reply_id) == text

@@ -68,3 +68,28 @@ test("statistics come from the server: stored ones after a reload, the done fram
     usage: { completion_tokens: 2 }, tokens_per_second: 5.5 }, 200);
   assert.deepEqual(state.messages.at(-1).stats, { tokens: 2, rate: 5.5 });
 });
+
+test("continue reopens the reply it acks, and its tokens go on after its text", () => {
+  const state = showing([
+    { id: 1, role: "user", content: "Count" },
+    { id: 2, role: "assistant", content: "one two", finish_reason: "length", usage: { completion_tokens: 2 } },
+  ]);
+  beginTurn(state, { type: "continue", conversation: C });
+  receive(state, { type: "ack", conversation: C, message: 1, reply: 2, continues: 2 });
+  const reply = state.messages[1];
+  assert.equal(state.messages.length, 2);
+  assert.deepEqual([reply.generating, reply.finish_reason, reply.stats], [true, null, null]);
+  receive(state, { type: "turn", conversation: C, reply: 2, continues: 2 }); // ours, already applied
+  receive(state, { type: "token", conversation: C, message: 2, offset: 7, text: " three" });
+  receive(state, { type: "done", conversation: C, message: 2, finish_reason: "stop", usage: { completion_tokens: 1 } });
+  assert.deepEqual([reply.content, reply.generating, reply.finish_reason], ["one two three", false, "stop"]);
+});
+
+test("another tab reopens the reply from the turn frame", () => {
+  const state = showing([
+    { id: 1, role: "user", content: "Count" },
+    { id: 2, role: "assistant", content: "one", finish_reason: "length" },
+  ]);
+  receive(state, { type: "turn", conversation: C, reply: 2, continues: 2 });
+  assert.equal(state.messages[1].generating, true);
+});
