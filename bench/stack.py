@@ -126,6 +126,15 @@ class Stack:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def issue_api_key(self, username):
+        """A new API key (the raw secret) for a user of the stack's database, created if needed."""
+        code = ("from django.contrib.auth.models import User; from chat.models import ApiKey; "
+                f"u, _ = User.objects.get_or_create(username={username!r}); k = ApiKey(name='test', user=u); "
+                "raw = k.issue(); k.save(); print(raw)")
+        result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT,
+                                env=self.env, capture_output=True, text=True, check=True)
+        return result.stdout.strip().splitlines()[-1]
+
     def query(self, sql, *args):
         """Rows of one SQL statement on the stack's database (placeholders: %s)."""
         if self.postgres:

@@ -1,13 +1,11 @@
 """The OpenAI-compatible API (with the official openai client), /generate, and /metrics, on the stack."""
 import re
-import subprocess
-import sys
 import urllib.request
 
 import openai
 import pytest
 
-from bench.stack import ROOT, Stack
+from bench.stack import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +23,7 @@ def api_stack(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def api_key(api_stack):
-    code = ("from django.contrib.auth.models import User; from chat.models import ApiKey; "
-            "u = User.objects.create_user('api-user'); k = ApiKey(name='test', user=u); raw = k.issue(); k.save(); "
-            "print(raw)")
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT,
-                            env=api_stack.env, capture_output=True, text=True, check=True)
-    return result.stdout.strip().splitlines()[-1]
+    return api_stack.issue_api_key("api-user")
 
 
 def client(stack, key):

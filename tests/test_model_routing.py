@@ -5,8 +5,6 @@ import asyncio
 import json
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +12,7 @@ import urllib.request
 import pytest
 import websockets
 
-from bench.stack import ROOT, Stack
+from bench.stack import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -132,12 +130,7 @@ def test_every_turn_of_a_conversation_goes_to_its_model_and_the_replies_record_i
 
 @pytest.fixture(scope="module")
 def api_key(two_models):
-    code = ("from django.contrib.auth.models import User; from chat.models import ApiKey; "
-            "u = User.objects.create_user('api-user'); k = ApiKey(name='test', user=u); raw = k.issue(); k.save(); "
-            "print(raw)")
-    result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT,
-                            env=two_models.env, capture_output=True, text=True, check=True)
-    return result.stdout.strip().splitlines()[-1]
+    return two_models.issue_api_key("api-user")
 
 
 def api(stack, key, path, body=None):

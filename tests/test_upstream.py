@@ -15,18 +15,12 @@ from bench.stack import ROOT, Stack, free_port
 
 pytestmark = pytest.mark.slow
 
-ISSUE_KEY = ("from django.contrib.auth.models import User; from chat.models import ApiKey; "
-             "u, _ = User.objects.get_or_create(username='front'); k = ApiKey(name='front', user=u); "
-             "raw = k.issue(); k.save(); print(raw)")
-
-
 @pytest.fixture
 def upstream(tmp_path, tiny_model_dir):
     stack = Stack(tmp_path / "upstream", redis_db=14, CHAT_MODEL=str(tiny_model_dir), CHAT_MESSAGES_PER_MINUTE=1000)
     (tmp_path / "upstream").mkdir()
     stack.start_all()
-    stack.api_key = subprocess.run([sys.executable, "manage.py", "shell", "-c", ISSUE_KEY], cwd=ROOT, env=stack.env,
-                                   capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    stack.api_key = stack.issue_api_key("front")
     yield stack
     stack.stop()
 
