@@ -18,6 +18,14 @@ export const ERROR_TEXT = {
 // The server's own words say best what was wrong with what the user sent.
 const DETAIL_FIRST = new Set(["bad_params", "too_large", "bad_field"]);
 
+/** What an `error` frame says to the user. */
+export function errorText(frame) {
+  const fallback = ERROR_TEXT[frame.code] || frame.detail || "Something went wrong.";
+  // Workers run, but none for this chat's model: the server's detail names the model.
+  const modelMissing = frame.code === "no_worker" && /serves the model/.test(frame.detail || "");
+  return DETAIL_FIRST.has(frame.code) || modelMissing ? frame.detail || fallback : fallback;
+}
+
 /**
  * @param {{notices: Element, liveStatus: Element, connection: Element, input: Element}} els
  * @param {{openSettings: Function}} actions
@@ -50,8 +58,7 @@ export function createNotices(els, { openSettings }) {
 
   /** An `error` frame, in words. */
   function error(frame) {
-    const fallback = ERROR_TEXT[frame.code] || frame.detail || "Something went wrong.";
-    const text = DETAIL_FIRST.has(frame.code) ? frame.detail || fallback : fallback;
+    const text = errorText(frame);
     const action = frame.code === "bad_params" ? { label: "Open settings", run: openSettings } : null;
     add(text, { kind: "error", key: frame.code, action });
   }
