@@ -190,7 +190,7 @@ def test_touch_targets_and_the_model_name_at_375_px(chat_session, db, live_stack
     page.locator("#sidebar").evaluate("s => new Promise(done => s.getAnimations().length ? "
                                       "Promise.all(s.getAnimations().map(a => a.finished)).then(done) : done())")
     page.screenshot(path=str(artifacts / "chat-375-sidebar.png"))
-    small = page.evaluate("""() => [...document.querySelectorAll('#sidebar button, .topbar button, #messages button, .composer button')]
+    small = page.evaluate("""() => [...document.querySelectorAll('#sidebar button, .topbar button, .topbar summary, #messages button, .composer button')]
         .filter(b => b.getClientRects().length && getComputedStyle(b).visibility !== 'hidden')
         .map(b => [b.getAttribute('aria-label') || b.textContent.trim(), b.getBoundingClientRect()])
         .filter(([, r]) => r.width < 44 || r.height < 44)
