@@ -20,7 +20,7 @@ from inference.sampling import InvalidParameters
 
 from . import admission, metrics, turns
 from .lifecycle import NO_WORKER, dispatch, follow, request_stop, stored_reply
-from .live_state import live_workers, served_models
+from .live_state import LiveReply, live_workers, served_models
 from .models import ApiKey, Owner
 from .turns import ProtocolError
 
@@ -106,6 +106,8 @@ def _json_body(request):
 
 
 def _messages(body):
+    """The request's messages, checked. With `continue_final_message` (vLLM's and SGLang's field) the
+    last one may be the assistant's, after the user's: a reply to go on from."""
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "'messages' must be a non-empty list")
@@ -124,8 +126,13 @@ def _messages(body):
             raise ApiError(400, f"a message has {len(content)} characters; the limit is "
                            f"{settings.CHAT_MAX_MESSAGE_CHARS} (CHAT_MAX_MESSAGE_CHARS)", code="too_large")
         messages.append({"role": item["role"], "content": content})
-    if messages[-1]["role"] != "user":
-        raise ApiError(400, "the last message must be from the user")
+    continuing = body.get("continue_final_message") is True
+    if continuing and ([m["role"] for m in messages[-2:]] != ["user", "assistant"] or not messages[-1]["content"]):
+        raise ApiError(400, "with continue_final_message the last message must be the assistant's (not empty), "
+                       "after the user's", param="continue_final_message")
+    if not continuing and messages[-1]["role"] != "user":
+        raise ApiError(400, "the last message must be from the user (or set continue_final_message to go on "
+                       "from an assistant message)")
     return messages
 
 
@@ -164,6 +171,8 @@ async def _start(request, owner, messages, params, kind, model=None):
     except ProtocolError as exc:
         raise _refusal(exc) from None
     metrics.TURNS.labels(kind).inc()
+    if reply.content:  # it goes on from an assistant message: its text so far, for the chat's history
+        await LiveReply(reply.pk).start_from(reply.content, settings.CHAT_REQUEST_TIMEOUT)
     if await dispatch(owner.key, conversation.pk, reply, model) is None:
         detail = (await stored_reply(reply.pk)).error_detail or NO_WORKER  # names the model nobody serves
         raise ApiError(503, detail, kind="server_error", code="no_worker")

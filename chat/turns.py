@@ -152,11 +152,11 @@ def _new_conversation(owner, first_message):
     return Conversation.objects.create(title=title_from(first_message), **owner.fields())
 
 
-def _new_reply(conversation, params, parent):
+def _new_reply(conversation, params, parent, content=""):
     conversation.updated = timezone.now()
     conversation.save(update_fields=["updated"])
     return Message.objects.create(
-        conversation=conversation, role=Message.Role.ASSISTANT, content="",
+        conversation=conversation, role=Message.Role.ASSISTANT, content=content,
         finish_reason=Message.FinishReason.GENERATING, params=params, parent=parent,
     )
 
@@ -214,9 +214,13 @@ def rate(owner, message_id, rating, comment):
 
 @transaction.atomic
 def start_api_turn(owner, messages, params):
-    """Store an API request as a new conversation: its messages, then an empty reply to fill."""
+    """Store an API request as a new conversation: its messages, then the reply to fill: empty, or,
+    when the messages end with the assistant's, that message, to go on from (its text so far)."""
     refuse_if_busy(owner)
-    conversation = _new_conversation(owner, messages[-1]["content"])
+    prefix = messages[-1]["content"] if messages[-1]["role"] == Message.Role.ASSISTANT else ""
+    messages = messages[:-1] if prefix else messages
+    last_user = next(m["content"] for m in reversed(messages) if m["role"] == Message.Role.USER)
+    conversation = _new_conversation(owner, last_user)
     # The client's own history is stored as it was sent: its assistant turns are finished replies.
     parent = None
     for m in messages:
@@ -224,4 +228,4 @@ def start_api_turn(owner, messages, params):
             parent = Message.objects.create(
                 conversation=conversation, role=m["role"], content=m["content"], parent=parent,
                 finish_reason=Message.FinishReason.STOP if m["role"] == Message.Role.ASSISTANT else "")
-    return conversation, _new_reply(conversation, params, parent)
+    return conversation, _new_reply(conversation, params, parent, content=prefix)

@@ -140,3 +140,21 @@ async def test_a_non_streaming_call_stops_generating_when_its_client_goes_away(w
         await asyncio.sleep(0.05)
         reply = await sync_to_async(Message.objects.get)(pk=reply.pk)
     assert reply.finish_reason == "cancelled"
+
+
+async def test_v1_continues_a_final_assistant_message_with_continue_final_message(worker, engine):
+    """vLLM's and SGLang's field, which an upstream worker sends to go on from a reply."""
+    auth = {"Authorization": f"Bearer {await issue_key()}"}
+    messages = [{"role": "user", "content": "Count to ten"}, {"role": "assistant", "content": "One, two,"}]
+    refused = await http("POST", "/v1/chat/completions", {"messages": messages}, headers=auth)
+    assert refused.status_code == 400 and "continue_final_message" in refused.json()["error"]["message"]
+    response = await http("POST", "/v1/chat/completions", {"messages": messages, "continue_final_message": True,
+                                                           "max_tokens": 4, "temperature": 0}, headers=auth)
+    assert response.status_code == 200
+    continuation = response.json()["choices"][0]["message"]["content"]
+    assert continuation and engine.conversations[-1][-1] == {"role": "assistant", "content": "One, two,"}
+    stored = await sync_to_async(lambda: list(Message.objects.order_by("id").values_list("role", "content")))()
+    assert stored == [("user", "Count to ten"), ("assistant", "One, two," + continuation)]
+    empty = await http("POST", "/v1/chat/completions", {"messages": messages[:1] + [{"role": "assistant", "content": ""}],
+                                                        "continue_final_message": True}, headers=auth)
+    assert empty.status_code == 400

@@ -85,6 +85,32 @@ def test_a_stop_closes_the_upstream_request_within_a_second(front, upstream):
     assert last_reply(upstream)[2] == "cancelled"
 
 
+def test_a_reply_cut_by_its_limit_continues_through_the_upstream(front, upstream):
+    async def cut_then_continue():
+        async with websockets.connect(front.ws_url, origin=front.base_url) as socket:
+            async def until_done(frame):
+                await socket.send(json.dumps(frame))
+                frames = []
+                while not frames or frames[-1]["type"] not in ("done", "error"):
+                    frames.append(json.loads(await asyncio.wait_for(socket.recv(), 60)))
+                return frames
+
+            first = await until_done({"type": "send", "conversation": None, "content": "Count from one to fifty",
+                                      "params": {"max_new_tokens": 3, "temperature": 0}})
+            more = await until_done({"type": "continue", "conversation": first[-1]["conversation"],
+                                     "params": {"max_new_tokens": 4, "temperature": 0}})
+            return first, more
+
+    first, more = asyncio.run(cut_then_continue())
+    assert first[-1]["finish_reason"] == "length"
+    assert more[-1]["type"] == "done" and more[-1]["finish_reason"] in ("stop", "length"), more[-1]
+    cut = "".join(f["text"] for f in first if f["type"] == "token")
+    _, content, _, _, _ = last_reply(front)
+    assert content.startswith(cut) and len(content) > len(cut)
+    # the upstream went on from the reply: its own stored reply is the whole text
+    assert last_reply(upstream)[1] == content
+
+
 def test_an_upstream_killed_mid_reply_ends_the_reply_as_an_error_with_its_text_kept(front, upstream):
     def kill_upstream(tokens):
         if tokens == 3:
