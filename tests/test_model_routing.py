@@ -164,7 +164,8 @@ def test_the_api_lists_both_models_and_routes_by_the_model_field(two_models, mod
 
 
 def test_a_conversation_whose_model_nobody_serves_any_more_ends_with_an_error_naming_it(two_models, models):
-    """Last in this module: it stops the second model's worker."""
+    """It stops the second model's worker, and starts it again at the end (the module's stack is shared,
+    also across the rounds of `make test-repeat`)."""
     first, second = models
 
     async def scenario():
@@ -179,7 +180,12 @@ def test_a_conversation_whose_model_nobody_serves_any_more_ends_with_an_error_na
                                           "params": PARAMS}))
             return await receive_until(socket, "done"), time.monotonic() - started
 
-    frames, waited = asyncio.run(scenario())
+    try:
+        frames, waited = asyncio.run(scenario())
+    finally:
+        if "worker2" not in two_models.processes:
+            two_models.start("worker", as_name="worker2", CHAT_MODEL=second)
+        wait_for(lambda: served(two_models) == [first, second], "the second model's worker to be back")
     assert waited < 10  # at once, not after a timeout
     error = next(f for f in frames if f["type"] == "error")
     assert error["code"] == "no_worker" and repr(second) in error["detail"]
