@@ -76,7 +76,7 @@ function tooLarge(content) {
   return true;
 }
 
-/** Send a `send`, `edit` or `regenerate` frame, then wait for its ack; false when it did not go out. */
+/** Send a `send`, `edit`, `regenerate` or `continue` frame, then wait for its ack; false when it did not go out. */
 function startTurn(frame) {
   if (state.pending || !requireConnection()) return false;
   frame = modelPicker.withModel(frame); // a new chat goes to the model picked in the header
