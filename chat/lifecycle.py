@@ -56,8 +56,8 @@ async def dispatch(owner_key, conversation_id, reply, model=None):
     model = await conversation_model(conversation_id, default=model or next(iter(served_models(workers)), ""))
     if not any(worker.get("model") == model for worker in workers):
         metrics.ERRORS.labels("no_worker").inc()
-        await finish_reply(reply.pk, content="", finish_reason=Message.FinishReason.ERROR,
-                           error_detail=no_worker_for(model) if workers and model else NO_WORKER)
+        await finish_reply(reply.pk, content=reply.content, finish_reason=Message.FinishReason.ERROR,  # a continued
+                           error_detail=no_worker_for(model) if workers and model else NO_WORKER)  # one keeps its text
         return None
     params = dict(reply.params)
     system = params.pop("system", None)

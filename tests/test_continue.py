@@ -2,8 +2,8 @@
 import pytest
 from asgiref.sync import sync_to_async
 
-from chat.models import Message
-from tests.chat_support import connect, new_guest, receive_until, send_turn, text_of
+from chat.models import Conversation, Message
+from tests.chat_support import connect, new_guest, owner_key_of, receive_until, send_turn, text_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,4 +42,26 @@ async def test_only_a_cut_or_stopped_last_reply_can_be_continued(worker):
     refused = await receive_until(socket, "error")
     assert refused[-1]["code"] == "nothing_to_continue" and refused[-1]["conversation"] == conversation
     assert (await sync_to_async(Message.objects.get)(pk=frames[-1]["message"])).finish_reason == "stop"
+    await socket.disconnect()
+
+
+async def test_a_continue_with_no_worker_running_keeps_the_replys_text(clean_redis):
+    session = await new_guest()
+    socket = await connect(session)
+    guest = (await owner_key_of(session)).removeprefix("g")
+
+    def stored_conversation():
+        conversation = Conversation.objects.create(guest_key=guest, title="Count")
+        question = Message.objects.create(conversation=conversation, role="user", content="Count")
+        reply = Message.objects.create(conversation=conversation, role="assistant", content="One, two,",
+                                       finish_reason="length", parent=question)
+        return conversation.pk, reply.pk
+
+    conversation, reply = await sync_to_async(stored_conversation)()
+    await socket.send_json_to({"type": "continue", "conversation": conversation})
+    frames = await receive_until(socket, "done")
+    assert any(f["type"] == "error" and f["code"] == "no_worker" for f in frames)
+    assert frames[-1]["finish_reason"] == "error"
+    stored = await sync_to_async(Message.objects.get)(pk=reply)
+    assert (stored.content, stored.finish_reason) == ("One, two,", "error")
     await socket.disconnect()
