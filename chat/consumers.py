@@ -20,7 +20,7 @@ from inference.sampling import InvalidParameters
 from . import admission, attachments, metrics, presets, search, turns
 from .lifecycle import NO_WORKER, dispatch, request_stop, stored_reply, user_group
 from .live_state import ConversationHistory, LiveReply
-from .models import Owner
+from .models import MAX_ID, Owner
 from .turns import ProtocolError
 from .versions import switch_to, versions_of
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 JOIN_TIMEOUT = 5.0
 REJOIN_INTERVAL = 30.0  # seconds between re-joining the user's group (membership survives a Redis restart)
 MAX_TITLE_CHARS = 200
-MAX_ID = 2**63 - 1  # the database's bigint: a larger id cannot exist, and would overflow the query
 MAX_MODEL_CHARS = 200  # Conversation.model_name
 
 
@@ -142,8 +141,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await LiveReply(reply.pk).start_from(reply.content, settings.CHAT_REQUEST_TIMEOUT)  # for history meanwhile
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": answered.pk,
                               "reply": reply.pk, "continues": reply.pk})
-        await self.channel_layer.group_send(self.group, {"type": "chat.turn", "conversation": conversation.pk,
-                                                         "reply": reply.pk, "continues": reply.pk})
+        await self._announce_turn(conversation.pk, None, reply.pk, continues=reply.pk)
         await self._dispatch(conversation.pk, reply, frame["type"])
 
     async def on_edit(self, frame):
@@ -275,35 +273,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.timings[event["message"]].token()
         await self._relay(event)
 
-    async def chat_queued(self, event):
-        await self._relay(event)
-
     async def chat_done(self, event):
         timing = self.timings.pop(event["message"], None)
         if timing:  # counted once, by the socket that started the turn
             timing.done(event)
         await self._relay(event)
 
-    async def chat_turn(self, event):
-        await self._relay(event)
-
-    async def chat_changed(self, event):
-        await self._relay(event)
-
-    async def chat_rated(self, event):
-        await self._relay(event)
-
-    async def chat_presets(self, event):
-        await self._relay(event)
-
-    async def chat_configured(self, event):
-        await self._relay(event)
-
-    async def chat_switched(self, event):
-        await self._relay(event)
-
     async def _relay(self, event):
         await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
+
+    # The other events go to the page as they are, as the frame of the same name.
+    chat_queued = chat_turn = chat_changed = chat_rated = chat_presets = chat_configured = chat_switched = _relay
 
     # --- helpers ----------------------------------------------------------------------
     async def _identify(self):
@@ -320,7 +300,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     def _address(self):
         return (self.scope.get("client") or ["unknown"])[0]
 
-    async def _announce_turn(self, conversation_id, user_message, reply_id, replaces=None):
+    async def _announce_turn(self, conversation_id, user_message, reply_id, replaces=None, continues=None):
         event = {"type": "chat.turn", "conversation": conversation_id, "reply": reply_id}
         if user_message is not None:
             event["user"] = {"id": user_message.pk, "role": "user", "content": user_message.content}
@@ -328,6 +308,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 event["user"]["attachments"] = attachments.summary(user_message.attachments)
         if replaces is not None:
             event["replaces"] = replaces
+        if continues is not None:
+            event["continues"] = continues
         await self.channel_layer.group_send(self.group, event)
 
     async def _dispatch(self, conversation_id, reply, kind, model=None):

@@ -21,11 +21,10 @@ from redis.exceptions import RedisError
 from . import conversation_export, sharing
 from .lifecycle import user_group
 from .markdown_html import render_markdown
-from .models import GUEST_SESSION_KEY, Owner
+from .models import GUEST_SESSION_KEY, MAX_ID, Owner
 from .turns import ProtocolError, get_owned
 
 log = logging.getLogger(__name__)
-MAX_ID = 2**63 - 1  # the database's bigint
 
 
 def _owner(request):

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 
 GUEST_SESSION_KEY = "chat_guest"
+MAX_ID = 2**63 - 1  # the database's bigint: a larger id cannot exist, and would overflow a query
 
 
 def guest_key(session):

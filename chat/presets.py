@@ -16,7 +16,7 @@ from django.db import transaction
 
 from inference.sampling import InvalidParameters, SamplingParams
 
-from .models import Preset
+from .models import MAX_ID, Preset
 from .turns import ProtocolError, get_owned
 
 MAX_NAME_CHARS = 80
@@ -134,7 +134,7 @@ def delete_preset(owner, preset_id):
 def _owned(owner, preset_id):
     if preset_id in BUILTIN_IDS:
         raise ProtocolError("bad_field", "built-in presets cannot be changed; save a copy under a new name")
-    if isinstance(preset_id, bool) or not isinstance(preset_id, int) or not 1 <= preset_id <= 2**63 - 1:
+    if isinstance(preset_id, bool) or not isinstance(preset_id, int) or not 1 <= preset_id <= MAX_ID:
         raise ProtocolError("bad_field", "'id' must be a preset id")
     preset = Preset.objects.owned_by(owner).filter(pk=preset_id).first()
     if preset is None:

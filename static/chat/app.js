@@ -9,7 +9,7 @@
 
 import { ChatSocket } from "./socket.js";
 import {
-  beginTurn, connectionLost, connectionOpened, createState, currentGenerating, findMessage,
+  beginTurn, connectionLost, connectionOpened, createState, currentGenerating, findMessage, generatingConversations,
   openConversation, receive, requestHistory,
 } from "./conversation_state.js";
 import { serverDefaults } from "./settings.js";
@@ -100,7 +100,7 @@ function open(id) {
 
 /** Conversations other than the open one with a reply generating. */
 function busyElsewhere() {
-  return [...new Set([...state.live.values()].map((entry) => entry.conversation))].filter((id) => id !== state.current);
+  return [...generatingConversations(state)].filter((id) => id !== state.current);
 }
 
 /** The user's replies are at their limit: name the chat that is replying, with a Stop for it. */

@@ -101,6 +101,11 @@ export function findMessage(state, id) {
   return state.messages.find((m) => m.id === id) || null;
 }
 
+/** The ids of the conversations with a reply generating (the open one or others). */
+export function generatingConversations(state) {
+  return new Set([...state.live.values()].map((entry) => entry.conversation));
+}
+
 export function currentGenerating(state) {
   return state.messages.find((m) => m.role === "assistant" && m.generating) || null;
 }

@@ -2,6 +2,7 @@
 // generating) and the panel itself, which covers the page on narrow screens.
 
 import { el, iconButton } from "./dom.js";
+import { generatingConversations } from "./conversation_state.js";
 
 const OVERLAY_QUERY = "(max-width: 800px)";
 
@@ -26,7 +27,7 @@ export function createSidebar(state, els, actions) {
   function render() {
     const focused = document.activeElement;
     const key = focused && els.list.contains(focused) ? focused.dataset.focusKey : null;
-    const generating = new Set([...state.live.values()].map((entry) => entry.conversation));
+    const generating = generatingConversations(state);
     rendering = true;
     try {
       els.list.replaceChildren(...state.conversations.map((item) => conversationItem(item, generating.has(item.id))));
