@@ -38,6 +38,7 @@ class InferenceWorker:
     def __init__(self, engine, worker_id=None):
         self.engine = engine
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.provenance = Message.provenance(self.id, engine)  # stored on every reply it ends
         self.layer = get_channel_layer()
         self.replies = {}  # message id -> (request, ReplyStream or None while the prompt is built)
         self.streaming = set()  # message ids whose first piece has gone out
@@ -183,7 +184,7 @@ class InferenceWorker:
             await finish_reply(message_id, content=await _streamed_text(message_id),
                                finish_reason=Message.FinishReason.ERROR,
                                error_detail="the worker failed while generating this reply",
-                               **Message.provenance(self.id, self.engine))
+                               **self.provenance)
         finally:
             self.replies.pop(message_id, None)
             self.streaming.discard(message_id)
@@ -204,7 +205,7 @@ class InferenceWorker:
         prefix = request.get("prefix", "")  # a continued reply: the model goes on from its text, kept
         if await live.cancel_requested():
             await finish_reply(message_id, content=prefix, finish_reason=Message.FinishReason.CANCELLED,
-                               **Message.provenance(self.id, self.engine))
+                               **self.provenance)
             return
         await live.keep_alive(settings.CHAT_STALL_TIMEOUT)
         log.info("turn taken reply=%s worker=%s", message_id, self.id,
@@ -219,7 +220,7 @@ class InferenceWorker:
                 self.engine.stream_reply, messages, request.get("params"), request.get("system"))
         except EngineError as exc:
             await finish_reply(message_id, content=prefix, finish_reason=Message.FinishReason.ERROR,
-                               error_detail=str(exc), **Message.provenance(self.id, self.engine))
+                               error_detail=str(exc), **self.provenance)
             return
         self.replies[message_id] = (request, stream)
         pieces = stream.events_on(asyncio.get_running_loop())  # fed by the engine's thread, none of ours
@@ -263,7 +264,7 @@ class InferenceWorker:
             await finish_reply(message_id, content="".join(text), finish_reason=Message.FinishReason.ERROR,
                                error_detail=f"{failure}; the text so far is kept" if text else str(failure),
                                prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens,
-                               **Message.provenance(self.id, self.engine))
+                               **self.provenance)
             return
         self.finished[stream.finish_reason] += 1
         self.tokens += stream.completion_tokens
@@ -280,7 +281,7 @@ class InferenceWorker:
             completion_tokens=stream.completion_tokens,
             time_to_first_token_ms=(first_token_at - started) * 1000 if first_token_at else None,
             generation_ms=(ended - started) * 1000,
-            **Message.provenance(self.id, self.engine),
+            **self.provenance,
         )
 
     async def _send_piece(self, request, text, offset):
