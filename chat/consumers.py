@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from inference.sampling import InvalidParameters
 
 from . import admission, attachments, metrics, presets, search, turns
-from .lifecycle import NO_WORKER, dispatch, request_stop, stored_reply, user_group
+from .lifecycle import NO_WORKER, dispatch, request_stop, stop_before_removal, stored_reply, user_group
 from .live_state import ConversationHistory, LiveReply
 from .models import MAX_ID, Owner
 from .turns import ProtocolError
@@ -202,7 +202,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_send(self.group, {"type": "chat.changed"})
 
     async def on_delete(self, frame):
+        """Delete a conversation; a reply generating in it is stopped first (chat.lifecycle)."""
         conversation_id = _conversation_field(frame)
+        await _db(turns.get_owned)(self.owner, conversation_id)
+        await stop_before_removal(await _db(turns.generating_replies)(self.owner, conversation_id))
         await _db(turns.delete)(self.owner, conversation_id)
         await ConversationHistory(self.owner.key, conversation_id).invalidate()
         await self.channel_layer.group_send(self.group, {"type": "chat.changed", "deleted": conversation_id})

@@ -33,6 +33,7 @@ GENERATING = Message.FinishReason.GENERATING  # the finish_reason of a reply tha
 WORKERS_GROUP = "chat.workers"  # every worker's control channel: stop requests go here
 NO_WORKER = "no inference worker is running; start one, then regenerate this reply"
 REAP_INTERVAL = 1.0
+STOP_WAIT = 5.0  # seconds a deletion waits for its replies' workers to stop them
 
 
 def user_group(owner_key):
@@ -62,7 +63,9 @@ async def dispatch(owner_key, conversation_id, reply, model=None):
     params = dict(reply.params)
     system = params.pop("system", None)
     turn = uuid.uuid4().hex[:12]
-    await LiveReply(reply.pk).keep_alive(settings.CHAT_REQUEST_TIMEOUT)
+    live = LiveReply(reply.pk)
+    await live.clear_cancel()  # a stop that came after the reply's previous generation ended is not for this one
+    await live.keep_alive(settings.CHAT_REQUEST_TIMEOUT)
     entry_id = await request_queue.enqueue({
         "type": "chat.generate", "turn": turn, "conversation": conversation_id, "message": reply.pk,
         "owner": owner_key, "params": params, "system": system, "model": model,
@@ -91,6 +94,23 @@ async def request_stop(reply_id):
     await get_channel_layer().group_send(WORKERS_GROUP, {"type": "chat.stop", "message": reply_id})
 
 
+async def stop_before_removal(reply_ids, wait=STOP_WAIT):
+    """Stop replies whose rows are about to be deleted (their conversation is), and wait until each
+    has ended: a worker must not go on generating for a conversation that no longer exists, outside
+    every in-flight limit. One that no worker ends within `wait` (queued, or its worker is gone) is
+    ended here as cancelled; a worker that takes it later finds it ended and skips it."""
+    for reply_id in reply_ids:
+        await request_stop(reply_id)
+    deadline = asyncio.get_running_loop().time() + wait
+    pending = list(reply_ids)
+    while pending and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        pending = [reply_id for reply_id in pending if await still_generating(reply_id)]
+    for reply_id in pending:
+        await finish_reply(reply_id, content=await LiveReply(reply_id).text() or None,
+                           finish_reason=Message.FinishReason.CANCELLED)
+
+
 # --- ended -------------------------------------------------------------------------------
 async def finish_reply(message_id, *, content, finish_reason, error_detail="", created_before=None, **stats):
     """Store the final state of a generating reply and tell the user's sockets. False if already ended
@@ -100,8 +120,8 @@ async def finish_reply(message_id, *, content, finish_reason, error_detail="", c
         return False
     conversation = message.conversation
     owner_key = conversation.owner.key
-    if finish_reason != Message.FinishReason.ERROR or content:
-        await ConversationHistory(owner_key, conversation.pk).append(message.pk, message.role, content)
+    if finish_reason != Message.FinishReason.ERROR or message.content:
+        await ConversationHistory(owner_key, conversation.pk).append(message.pk, message.role, message.content)
     await LiveReply(message_id).end()
     await retrying(lambda: get_channel_layer().group_send(user_group(owner_key), done_event(message)))
     return True
@@ -121,9 +141,11 @@ async def fail_if_abandoned(message_id, detail):
     live = LiveReply(message_id)
     if await live.is_alive():
         return False
-    # A reply is stored a moment before dispatch() sets its liveness key: one that young is not abandoned.
+    # A reply is stored (or reopened by Continue) a moment before dispatch() sets its liveness key: one
+    # that young is not abandoned. With nothing streamed, a continued reply keeps its stored text.
     return await finish_reply(
-        message_id, content=await live.text(), finish_reason=Message.FinishReason.ERROR, error_detail=detail,
+        message_id, content=await live.text() or None, finish_reason=Message.FinishReason.ERROR,
+        error_detail=detail,
         created_before=timezone.now() - timedelta(seconds=min(5.0, settings.CHAT_REQUEST_TIMEOUT)),
     )
 
@@ -146,11 +168,13 @@ def stored_reply(message_id):
 
 @database_sync_to_async
 def _store_final(message_id, content, finish_reason, error_detail, created_before, stats):
-    fields = {"content": content, "finish_reason": finish_reason, "error_detail": error_detail[:500]}
+    fields = {"finish_reason": finish_reason, "error_detail": error_detail[:500]}
+    if content is not None:  # None: keep the stored text
+        fields["content"] = content
     fields.update({k: v for k, v in stats.items() if v is not None})
     query = Message.objects.generating().filter(pk=message_id)
-    if created_before is not None:
-        query = query.filter(created__lt=created_before)
+    if created_before is not None:  # not if stored, or reopened (its conversation's last turn), since then
+        query = query.filter(created__lt=created_before, conversation__updated__lt=created_before)
     if not query.update(**fields):
         return None
     message = Message.objects.select_related("conversation").get(pk=message_id)

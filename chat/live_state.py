@@ -130,10 +130,15 @@ class LiveReply:
         return await redis_client().get(self.text_key) or ""
 
     async def end(self):
-        await redis_client().delete(self.alive_key, self.text_key)
+        """The generation is over: its text, liveness and any stop of it go (a stop belongs to one
+        generation; the reply's next one, a Continue, starts unstopped)."""
+        await redis_client().delete(self.alive_key, self.text_key, self.cancel_key)
 
     async def request_cancel(self):
         await redis_client().set(self.cancel_key, "1", ex=3600)
+
+    async def clear_cancel(self):
+        await redis_client().delete(self.cancel_key)
 
     async def cancel_requested(self):
         return bool(await redis_client().exists(self.cancel_key))

@@ -188,8 +188,15 @@ def rename(owner, conversation_id, title):
     Conversation.objects.filter(pk=conversation_id).update(title=title, title_edited=True)
 
 
+@transaction.atomic
 def delete(owner, conversation_id):
-    get_owned(owner, conversation_id).delete()
+    """Delete a conversation with nothing generating in it (the caller stopped its replies first,
+    chat.lifecycle.stop_before_removal); `busy` if a turn started in it meanwhile."""
+    conversation = get_owned(owner, conversation_id)
+    if generating_replies(owner, conversation_id):
+        raise ProtocolError("busy", "a reply started in this conversation meanwhile; stop it, then delete",
+                            conversation_id)
+    conversation.delete()
 
 
 def active_messages(owner, conversation_id):

@@ -117,3 +117,29 @@ async def clean_redis_worker_announcement():
     from chat.live_state import announce_worker
 
     await announce_worker("ghost", {"id": "ghost", "model": "x"}, ttl=2)
+
+
+async def test_deleting_a_conversation_mid_reply_stops_its_reply_first(worker, engine, settings):
+    # Send a long turn, delete its conversation, four times over on one socket: each delete stops its
+    # reply before the rows go, so the worker never generates more than the one in-flight reply allowed.
+    settings.CHAT_MAX_TURNS_IN_FLIGHT = 1
+    engine.model.delay = 0.05
+    socket = await connect(await new_guest())
+    for _ in range(4):
+        await socket.send_json_to({"type": "send", "conversation": None, "content": "Count to a thousand",
+                                   "params": {"max_new_tokens": 400, "temperature": 0}})
+        ack = (await receive_until(socket, "ack"))[-1]
+        await receive_until(socket, "token")
+        assert len(worker.replies) == 1
+        await socket.send_json_to({"type": "delete", "conversation": ack["conversation"]})
+        changed = await receive_until(socket, "changed")
+        assert changed[-1].get("deleted") == ack["conversation"]
+        assert not await sync_to_async(Message.objects.filter(pk=ack["reply"]).exists)()
+        for _ in range(100):  # the worker lets go of the stopped reply as soon as it ends
+            if not worker.replies:
+                break
+            await asyncio.sleep(0.05)
+        assert not worker.replies
+    assert [s.finish_reason for s in engine.streams] == ["cancelled"] * 4
+    assert all(s.completion_tokens < 100 for s in engine.streams)
+    await socket.disconnect()
