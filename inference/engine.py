@@ -53,6 +53,8 @@ class Engine:
         model_window = getattr(model.config, "max_position_embeddings", None) or 2048
         self.context_window = min(self.config.context_window or model_window, model_window)
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
+        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.vocab_size = text_config.vocab_size
         self.loop = EngineLoop(
             model, tokenizer, self.stop_token_ids, max_batch_size=self.config.max_batch_size,
             max_cache_tokens=self.config.max_cache_tokens, prefill_chunk_tokens=self.config.prefill_chunk_tokens,
@@ -66,6 +68,7 @@ class Engine:
     def stream_reply(self, messages, params=None, system=None):
         """Start a reply to `messages` ([{role, content}], ending with the user's); iterate it for text."""
         messages, params = reply_request(messages, params, self.config.max_new_tokens_limit)
+        params.check_vocabulary(self.vocab_size)
         max_new = min(params.max_new_tokens, max(1, self.context_window // 2))
         prompt_ids, dropped = build_prompt(
             self.tokenizer, messages, system=system,

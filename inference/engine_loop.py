@@ -19,8 +19,9 @@ import torch
 from .detokenizer import IncrementalDetokenizer
 from .errors import EngineError
 from .model_runner import ModelRunner
-from .sampler import sample_batch
+from .sampler import Row, TokenCounts, sample_step
 from .scheduler import Scheduler, Sequence
+from .stop_strings import StopStrings
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,24 @@ class _Reply:
         self.sequence.token_ids = stream.token_ids  # one list: what the reader sees is what the model was fed
         self.detokenizer = None
         self.generator = None  # seeded replies draw from their own generator
+        params = stream.params
+        self.stop_strings = StopStrings(params.stop) if params.stop else None
+        self.stop_ids = frozenset(params.stop_token_ids)
 
-    def start(self, tokenizer, device):
+    def start(self, tokenizer, device, counts):
         self.detokenizer = IncrementalDetokenizer(tokenizer)
         if self.stream.params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(self.stream.params.seed)
+        if self.stream.params.penalized:
+            counts.start(self.sequence.slot, self.sequence.prompt_ids)
+
+    def row(self, stop_token_ids):
+        """This reply's row of the next sampling step."""
+        params = self.stream.params
+        banned = ()
+        if self.stream.completion_tokens < params.min_tokens:  # too early to end
+            banned = tuple(stop_token_ids | self.stop_ids)
+        return Row(params, self.generator, self.sequence.slot, banned)
 
 
 class EngineLoop:
@@ -50,6 +64,8 @@ class EngineLoop:
         self.scheduler = Scheduler(max_slots=max_batch_size, max_cache_tokens=max_cache_tokens,
                                    prefill_tokens=prefill_chunk_tokens, slot_tokens=slot_tokens)
         self.runner = None  # built on first use: the KV cache is allocated then
+        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.counts = TokenCounts(max_batch_size, text_config.vocab_size, self.device)  # for penalties
         self._wake = threading.Condition()  # guards the scheduler; wakes the thread
         # where the loop's time goes (the forward is asynchronous on a GPU: its wait shows under sample)
         self.timings = {"steps": 0, "tokens": 0, "schedule_s": 0.0, "forward_s": 0.0, "sample_s": 0.0, "stream_s": 0.0}
@@ -147,8 +163,7 @@ class EngineLoop:
             scheduled = time.perf_counter()
             sequences, logits = self.runner.run(plan)
             ran = time.perf_counter()
-            tokens, valid = sample_batch(logits, [s.owner.stream.params for s in sequences],
-                                         [s.owner.generator for s in sequences])
+            drawn = sample_step(logits, [s.owner.row(self.stop_token_ids) for s in sequences], self.counts)
             sampled = time.perf_counter()
         except Exception as exc:  # a failed forward ends the replies in it, never the thread
             log.exception("generation step failed")
@@ -156,9 +171,9 @@ class EngineLoop:
                 for sequence in plan.decode + [chunk.sequence for chunk in plan.prefill]:
                     self._end(sequence.owner, error=EngineError(f"generation failed: {exc}"))
             return
-        for sequence, token, ok in zip(sequences, tokens, valid):
+        for sequence, token, ok, logprobs in zip(sequences, drawn.tokens, drawn.valid, drawn.logprobs):
             try:
-                self._accept(sequence.owner, token, ok)
+                self._accept(sequence.owner, token, ok, logprobs)
             except Exception as exc:  # this row's token could not be handled: only this reply ends
                 log.exception("reply failed in decode")
                 with self._wake:
@@ -173,27 +188,35 @@ class EngineLoop:
 
     def _start(self, reply):
         try:
-            reply.start(self.tokenizer, self.device)
+            reply.start(self.tokenizer, self.device, self.counts)
             return True
         except Exception as exc:  # this reply cannot start; the others can
             log.exception("starting a reply failed")
             self._end(reply, error=EngineError(f"the reply could not start: {exc}"))
             return False
 
-    def _accept(self, reply, token, ok):
-        """Stream one sampled token, or end the reply (stop token, length, invalid numbers)."""
+    def _accept(self, reply, token, ok, logprobs=None):
+        """Stream one sampled token, or end the reply (stop token or string, length, invalid numbers)."""
         stream = reply.stream
         if not ok:
             raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
-        if token in self.stop_token_ids:
+        if token in self.stop_token_ids or token in reply.stop_ids:
             return self._finish(reply, "stop")
-        stream.add_token(token, reply.detokenizer.add(token))
-        if stream.completion_tokens >= stream.params.max_new_tokens:
+        piece = reply.detokenizer.add(token)
+        if reply.stop_strings is not None:
+            piece = reply.stop_strings.feed(piece)
+        stream.add_token(token, piece, logprobs)
+        if reply.stop_strings is not None and reply.stop_strings.stopped:
+            self._finish(reply, "stop")
+        elif stream.completion_tokens >= stream.params.max_new_tokens:
             self._finish(reply, "length")
 
     def _finish(self, reply, reason):
-        """End the reply normally: the text its detokenizer still holds, then its finish reason."""
+        """End the reply normally: the text its detokenizer (and stop-string matcher) still holds,
+        then its finish reason."""
         tail = reply.detokenizer.flush() if reply.detokenizer else ""
+        if reply.stop_strings is not None:
+            tail = reply.stop_strings.feed(tail) + reply.stop_strings.flush()
         if tail:
             reply.stream.push(tail)
         with self._wake:

@@ -28,6 +28,7 @@ class ReplyStream:
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
         self.token_ids = []  # the generated ids, end-of-turn token excluded
+        self.logprobs = []  # per generated token, when params.logprobs: (logprob, [(token id, logprob)])
         self.finish_reason = None
         self.read_timeout = read_timeout
         self.queue_position = 0  # > 0 while waiting for a place in the batch
@@ -81,10 +82,12 @@ class ReplyStream:
         """Call `callback` (from the cancelling thread) when the reply is cancelled."""
         self._on_cancel = callback
 
-    def add_token(self, token_id, piece):
+    def add_token(self, token_id, piece, logprobs=None):
         """One generated token, and the text it completes ('' while a character is pending)."""
         self.token_ids.append(token_id)
         self.completion_tokens += 1
+        if logprobs is not None:
+            self.logprobs.append(logprobs)
         if piece:
             self._put(piece)
 

@@ -1,38 +1,103 @@
 """Batched sampling: the batch's logits in, the batch's next tokens out, in one go on the device.
 
-Each row keeps its own temperature, top-p and seed. A token is drawn by inverse transform:
-one uniform number u per row, and the first token whose cumulative probability reaches u
-times the row's mass. A seeded row draws its u from its own generator, so it picks the same
-tokens whether it runs alone or in a full batch. The only device-to-host transfer is the
-final list of tokens and validity flags.
+Each row keeps its own settings (inference.sampling.SamplingParams). The logits of a row go
+through, in order: logit_bias, the tokens it may not draw yet (stop tokens before min_tokens),
+the repetition penalty (over its prompt and reply), the presence and frequency penalties (over
+its reply); then greedy rows take the best token, the others are scaled by their temperature
+and cut to their top-k, top-p and min-p before a token is drawn. Every step is one batched
+tensor operation over the rows that use it; rows that use nothing cost nothing.
+
+A token is drawn by inverse transform: one uniform number u per row, and the first token whose
+cumulative probability reaches u times the row's mass. A seeded row draws its u from its own
+generator, so it picks the same tokens whether it runs alone or in a full batch. The counts the
+penalties need stay on the device (TokenCounts, one row per cache slot), updated in place. The
+only device-to-host transfer is the list of tokens and validity flags (and the log-probabilities
+of the rows that asked for them).
 """
+from dataclasses import dataclass
+
 import torch
 
-from .sampling import is_greedy
+from .sampling import SamplingParams, is_greedy
 
 TOP_P_CANDIDATES = 1024
 
 
+@dataclass
+class Row:
+    """One row of a step: its settings, its generator (seeded replies), its row in TokenCounts
+    (replies with penalties) and the token ids it may not draw this step."""
+
+    params: SamplingParams
+    generator: torch.Generator | None = None
+    slot: int | None = None
+    banned: tuple = ()
+
+
+@dataclass
+class Sampled:
+    tokens: list
+    valid: list  # False where the model produced no usable numbers (NaN or infinite logits)
+    logprobs: list  # per row: None, or (logprob of the token, [(token, logprob)] of the most likely)
+
+
+class TokenCounts:
+    """How often each token was generated in each slot's reply, and which tokens its prompt holds:
+    two [slots, vocab] tensors on the device, allocated the first time a reply needs them."""
+
+    def __init__(self, slots, vocab_size, device):
+        self.slots, self.vocab_size, self.device = slots, vocab_size, device
+        self.generated = self.in_prompt = None
+
+    def start(self, slot, prompt_ids):
+        """A new reply in `slot`: nothing generated yet; its prompt's tokens are seen."""
+        if self.generated is None:
+            self.generated = torch.zeros(self.slots, self.vocab_size, dtype=torch.int32, device=self.device)
+            self.in_prompt = torch.zeros(self.slots, self.vocab_size, dtype=torch.bool, device=self.device)
+        self.generated[slot].zero_()
+        self.in_prompt[slot].zero_()
+        if prompt_ids:
+            ids = torch.tensor(list(prompt_ids), dtype=torch.long, device=self.device)
+            self.in_prompt[slot].index_fill_(0, ids.clamp_(0, self.vocab_size - 1), True)
+
+    def add(self, slots, tokens):
+        """Count one generated token per row (tensors of slot indices and token ids, on the device)."""
+        self.generated.index_put_((slots, tokens), torch.ones_like(tokens, dtype=torch.int32), accumulate=True)
+
+
 def sample_batch(logits, params, generators):
-    """logits: [rows, vocab]; params: one SamplingParams per row; generators: one torch.Generator
-    (seeded rows) or None per row. Returns (tokens, valid): a row is invalid when the model produced
-    no usable numbers for it (NaN or infinite logits)."""
-    logits = logits.float()
-    device = logits.device
+    """The plain form: (tokens, valid) for rows with only temperature, top-p and seed."""
+    sampled = sample_step(logits, [Row(p, g) for p, g in zip(params, generators)])
+    return sampled.tokens, sampled.valid
+
+
+def sample_step(logits, rows, counts=None):
+    """logits: [rows, vocab]; rows: one Row each; counts: the TokenCounts of rows with penalties
+    (updated with the tokens drawn). Returns Sampled."""
+    raw = logits.float()
+    device = raw.device
+    count = len(rows)
+    params = [row.params for row in rows]
+    logits = _processed(raw, rows, counts)
     greedy_tokens = logits.argmax(dim=-1)
-    valid = torch.isfinite(logits.gather(1, greedy_tokens[:, None]))[:, 0]
+    valid = torch.isfinite(raw.gather(1, greedy_tokens[:, None]))[:, 0]
     greedy = [is_greedy(p) for p in params]
     if all(greedy):
         tokens = greedy_tokens
     else:
         temperatures = torch.tensor([1.0 if g else p.temperature for p, g in zip(params, greedy)], device=device)
         probs = torch.softmax(logits / temperatures[:, None], dim=-1)
+        if any(p.top_k and not g for p, g in zip(params, greedy)):
+            probs = _keep_top_k(probs, [0 if g else p.top_k for p, g in zip(params, greedy)])
         if any(p.top_p < 1.0 for p in params):
             probs = _keep_top_p(probs, torch.tensor([p.top_p if p.top_p < 1.0 else 2.0 for p in params], device=device))
-        uniform = torch.rand(len(params), device=device)
-        for row, generator in enumerate(generators):
-            if generator is not None:
-                uniform[row] = torch.rand(1, generator=generator, device=device)[0]
+        if any(p.min_p > 0.0 for p in params):
+            min_p = torch.tensor([p.min_p for p in params], device=device)
+            probs = torch.where(probs < min_p[:, None] * probs.max(dim=-1, keepdim=True).values, 0.0, probs)
+        uniform = torch.rand(count, device=device)
+        for index, row in enumerate(rows):
+            if row.generator is not None:
+                uniform[index] = torch.rand(1, generator=row.generator, device=device)[0]
         cumulative = probs.cumsum(dim=-1)
         # 1 - u lies in (0, 1]: the target is above zero, so the token found has a probability above zero
         target = (1.0 - uniform) * cumulative[:, -1]
@@ -40,8 +105,77 @@ def sample_batch(logits, params, generators):
         greedy_rows = torch.tensor(greedy, device=device)
         tokens = torch.where(greedy_rows, greedy_tokens, sampled)
         valid = torch.where(greedy_rows, valid, torch.isfinite(probs).all(dim=-1))
+    penalized = [index for index, row in enumerate(rows) if row.params.penalized]
+    if penalized and counts is not None:
+        at = torch.tensor(penalized, device=device)
+        counts.add(torch.tensor([rows[i].slot for i in penalized], device=device), tokens[at])
+    logprobs = _logprobs(raw, tokens, rows)
     tokens, valid = torch.stack([tokens, valid.long()]).tolist()  # the step's one transfer to the host
-    return tokens, [bool(v) for v in valid]
+    return Sampled(tokens, [bool(v) for v in valid], logprobs)
+
+
+def _processed(logits, rows, counts):
+    """The logits after each row's bias, bans and penalties (the same tensor when no row has any)."""
+    biased = [(i, row.params.logit_bias) for i, row in enumerate(rows) if row.params.logit_bias]
+    banned = [(i, row.banned) for i, row in enumerate(rows) if row.banned]
+    penalized = [i for i, row in enumerate(rows) if row.params.penalized and counts is not None
+                 and counts.generated is not None]
+    if not (biased or banned or penalized):
+        return logits
+    logits = logits.clone()
+    device = logits.device
+    if biased:
+        at = [(i, token, bias) for i, bias_map in biased for token, bias in bias_map.items()]
+        row_ids = torch.tensor([a[0] for a in at], device=device)
+        token_ids = torch.tensor([a[1] for a in at], device=device)
+        logits.index_put_((row_ids, token_ids), torch.tensor([float(a[2]) for a in at], device=device),
+                          accumulate=True)
+    if banned:
+        row_ids = torch.tensor([i for i, tokens in banned for _ in tokens], device=device)
+        token_ids = torch.tensor([t for _, tokens in banned for t in tokens], device=device)
+        logits.index_put_((row_ids, token_ids), torch.tensor(float("-inf"), device=device))
+    if penalized:
+        at = torch.tensor(penalized, device=device)
+        slots = torch.tensor([rows[i].slot for i in penalized], device=device)
+        params = [rows[i].params for i in penalized]
+        generated = counts.generated[slots].float()
+        part = logits[at]
+        repetition = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]
+        seen = counts.in_prompt[slots] | (generated > 0)
+        part = torch.where(seen, torch.where(part > 0, part / repetition, part * repetition), part)
+        frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[:, None]
+        presence = torch.tensor([p.presence_penalty for p in params], device=device)[:, None]
+        part = part - frequency * generated - presence * (generated > 0).float()
+        logits[at] = part
+    return logits
+
+
+def _logprobs(raw, tokens, rows):
+    """For rows that asked: the log-probability of the drawn token under the model's own distribution
+    (before any sampling setting, as vLLM reports it) and the most likely tokens'."""
+    asked = [i for i, row in enumerate(rows) if row.params.logprobs]
+    result = [None] * len(rows)
+    if not asked:
+        return result
+    at = torch.tensor(asked, device=raw.device)
+    logprobs = torch.log_softmax(raw[at], dim=-1)
+    chosen = logprobs.gather(1, tokens[at][:, None])[:, 0].tolist()
+    top = max(rows[i].params.top_logprobs for i in asked)
+    values, ids = logprobs.topk(top, dim=-1) if top else (None, None)
+    values, ids = (values.tolist(), ids.tolist()) if top else ([], [])
+    for n, i in enumerate(asked):
+        k = rows[i].params.top_logprobs
+        result[i] = (chosen[n], list(zip(ids[n][:k], values[n][:k])) if k else [])
+    return result
+
+
+def _keep_top_k(probs, top_k):
+    """Zero every token below the row's k-th most likely (k = 0: the row is left whole)."""
+    largest = max(top_k)
+    k = torch.tensor([min(k, probs.shape[-1]) if k else 1 for k in top_k], device=probs.device)
+    kth = probs.topk(min(largest, probs.shape[-1]), dim=-1).values.gather(1, (k - 1)[:, None])
+    filtered = torch.tensor([k > 0 for k in top_k], device=probs.device)
+    return torch.where(filtered[:, None] & (probs < kth), 0.0, probs)
 
 
 def _keep_top_p(probs, top_p):

@@ -17,26 +17,72 @@ def is_greedy(params):
     return params.temperature < GREEDY_BELOW_TEMPERATURE
 
 
+MAX_STOP_STRINGS = 4  # OpenAI's limit
+MAX_STOP_CHARS = 200
+MAX_STOP_TOKEN_IDS = 32
+MAX_LOGIT_BIAS = 300  # OpenAI's limit on logit_bias entries
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+MAX_TOKEN_ID = 2**31 - 1  # the engine checks ids against its vocabulary
+FIELDS = ("temperature", "top_p", "max_new_tokens", "seed", "top_k", "min_p", "repetition_penalty",
+          "presence_penalty", "frequency_penalty", "logit_bias", "min_tokens", "stop", "stop_token_ids",
+          "logprobs", "top_logprobs")
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-reply sampling settings. temperature 0 (or below GREEDY_BELOW_TEMPERATURE) means greedy
-    decoding; seed, when given, is in 0..2**63-1."""
+    decoding; seed, when given, is in 0..2**63-1. The rest, off by default, are those of the serving
+    engines (vLLM's SamplingParams, OpenAI's fields): top_k (0: off), min_p, repetition_penalty (over
+    the prompt and the reply, 1: off), presence and frequency penalties (over the reply), logit_bias
+    ({token id: -100..100}), min_tokens (no stop before), stop strings (up to 4; the reply ends before
+    one, which is never streamed), stop_token_ids, and logprobs / top_logprobs of each sampled token."""
 
     temperature: float = 0.7
     top_p: float = 0.95
     max_new_tokens: int = 512
     seed: int | None = None
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict | None = None
+    min_tokens: int = 0
+    stop: tuple = ()
+    stop_token_ids: tuple = ()
+    logprobs: bool = False
+    top_logprobs: int = 0
 
     def as_dict(self):
-        return asdict(self)
+        values = asdict(self)
+        values["stop"], values["stop_token_ids"] = list(self.stop), list(self.stop_token_ids)
+        if self.logit_bias is not None:  # JSON object keys are strings
+            values["logit_bias"] = {str(token): bias for token, bias in self.logit_bias.items()}
+        return values
+
+    @property
+    def penalized(self):
+        """Whether drawing a token needs the counts of the tokens seen so far (inference.sampler)."""
+        return self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
 
     @classmethod
     def from_dict(cls, values, max_new_tokens_limit=4096):
         """Build validated params from untrusted input (a dict from JSON); unknown keys are refused."""
         values = dict(values or {})
-        unknown = set(values) - {"temperature", "top_p", "max_new_tokens", "seed"}
+        unknown = set(values) - set(FIELDS)
         if unknown:
             raise InvalidParameters(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
+        if isinstance(values.get("stop"), str):  # OpenAI takes one string or a list
+            values["stop"] = [values["stop"]]
+        for name in ("stop", "stop_token_ids"):
+            if name in values:
+                if values[name] is None:
+                    values[name] = ()
+                elif not isinstance(values[name], (list, tuple)):
+                    raise InvalidParameters(f"{name} must be a list")
+                values[name] = tuple(values[name])
+        if values.get("logit_bias") is not None:
+            values["logit_bias"] = _logit_bias(values["logit_bias"])
         params = cls(**values)
         params.validate(max_new_tokens_limit)
         return params
@@ -44,14 +90,60 @@ class SamplingParams:
     def validate(self, max_new_tokens_limit=4096):
         _check_number("temperature", self.temperature, 0.0, 2.0)
         _check_number("top_p", self.top_p, 0.0, 1.0, low_inclusive=False)
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
-            raise InvalidParameters("max_new_tokens must be an integer")
-        if not 1 <= self.max_new_tokens <= max_new_tokens_limit:
-            raise InvalidParameters(f"max_new_tokens must be between 1 and {max_new_tokens_limit}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise InvalidParameters("seed must be an integer")
-        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise InvalidParameters(f"seed must be between 0 and {MAX_SEED}")
+        _check_integer("max_new_tokens", self.max_new_tokens, 1, max_new_tokens_limit)
+        if self.seed is not None:
+            _check_integer("seed", self.seed, 0, MAX_SEED)
+        _check_integer("top_k", self.top_k, 0, MAX_TOKEN_ID)
+        _check_number("min_p", self.min_p, 0.0, 1.0)
+        _check_number("repetition_penalty", self.repetition_penalty, 0.0, 2.0, low_inclusive=False)
+        _check_number("presence_penalty", self.presence_penalty, -2.0, 2.0)
+        _check_number("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        _check_integer("min_tokens", self.min_tokens, 0, self.max_new_tokens)
+        if len(self.stop) > MAX_STOP_STRINGS or not all(
+                isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in self.stop):
+            raise InvalidParameters(f"stop must be at most {MAX_STOP_STRINGS} non-empty strings of at most "
+                                    f"{MAX_STOP_CHARS} characters")
+        if len(self.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+            raise InvalidParameters(f"stop_token_ids takes at most {MAX_STOP_TOKEN_IDS} ids")
+        for token in self.stop_token_ids:
+            _check_integer("stop_token_ids", token, 0, MAX_TOKEN_ID)
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict) or len(self.logit_bias) > MAX_LOGIT_BIAS:
+                raise InvalidParameters(f"logit_bias must be an object of at most {MAX_LOGIT_BIAS} token ids")
+            for token, bias in self.logit_bias.items():
+                _check_integer("logit_bias token id", token, 0, MAX_TOKEN_ID)
+                _check_number("logit_bias", bias, -100.0, 100.0)
+        if not isinstance(self.logprobs, bool):
+            raise InvalidParameters("logprobs must be true or false")
+        _check_integer("top_logprobs", self.top_logprobs, 0, MAX_TOP_LOGPROBS)
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidParameters("top_logprobs needs logprobs set to true")
+
+    def check_vocabulary(self, vocab_size):
+        """Token ids (stop_token_ids, logit_bias) must exist in the model's vocabulary."""
+        ids = list(self.stop_token_ids) + list(self.logit_bias or ())
+        if any(token >= vocab_size for token in ids):
+            raise InvalidParameters(f"token ids must be below the vocabulary size, {vocab_size}")
+
+
+def _logit_bias(raw):
+    """{token id: bias} from JSON, whose object keys are strings."""
+    if not isinstance(raw, dict):
+        raise InvalidParameters("logit_bias must be an object mapping token ids to biases")
+    bias = {}
+    for key, value in raw.items():
+        text = str(key)
+        if not text.isdigit() or len(text) > 10:
+            raise InvalidParameters(f"logit_bias keys must be token ids, not {text[:20]!r}")
+        bias[int(text)] = value
+    return bias
+
+
+def _check_integer(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameters(f"{name} must be an integer")
+    if not low <= value <= high:
+        raise InvalidParameters(f"{name} must be between {low} and {high}")
 
 
 def _check_number(name, value, low, high, low_inclusive=True):

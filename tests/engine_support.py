@@ -29,9 +29,9 @@ def fail_sampling(monkeypatch, seed, after, message):
     seed: a forced failure of one row of the batch. Every other reply goes on as usual."""
     real_accept = engine_loop.EngineLoop._accept
 
-    def accept(self, reply, token, ok):
+    def accept(self, reply, token, ok, *args):
         if reply.stream.params.seed == seed and reply.stream.completion_tokens >= after:
             raise RuntimeError(message)
-        return real_accept(self, reply, token, ok)
+        return real_accept(self, reply, token, ok, *args)
 
     monkeypatch.setattr(engine_loop.EngineLoop, "_accept", accept)
