@@ -29,10 +29,13 @@ class ProtocolError(Exception):
 
 
 def reply_params(values, system=None):
-    """Sampling parameters (configured defaults for what is missing) plus the system prompt, as
-    stored on a reply. Raises InvalidParameters (or TypeError) for values out of bounds or unknown."""
+    """The sampling parameters a turn set (and the configured reply length, unless it set one) plus
+    the system prompt, as stored on a reply until it ends: the worker fills in the model's defaults
+    for the rest and stores what was used (chat.worker). Raises InvalidParameters (or TypeError) for
+    values out of bounds or unknown."""
     values = {"max_new_tokens": settings.CHAT_MAX_NEW_TOKENS, **values}
-    params = SamplingParams.from_dict(values, settings.CHAT_MAX_NEW_TOKENS_LIMIT).as_dict()
+    checked = SamplingParams.from_dict(values, settings.CHAT_MAX_NEW_TOKENS_LIMIT).as_dict()
+    params = {name: checked[name] for name in values}
     params["system"] = system if system is not None else settings.CHAT_DEFAULT_SYSTEM_PROMPT
     return params
 

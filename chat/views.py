@@ -25,19 +25,31 @@ def index(request):
 
 def _page_limits():
     """What the page needs to know of the server's limits and defaults (it sends only the params
-    the user set; the server fills in the rest)."""
+    the user set; the server fills in the rest: the default model's own sampling, where its worker
+    announces one)."""
+    sampling = {**SamplingParams().as_dict(), **_model_sampling()}
     return {
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
         "default_max_new_tokens": settings.CHAT_MAX_NEW_TOKENS,
         "max_new_tokens_limit": settings.CHAT_MAX_NEW_TOKENS_LIMIT,
-        "default_temperature": SamplingParams().temperature,
-        "default_top_p": SamplingParams().top_p,
+        "default_temperature": sampling["temperature"],
+        "default_top_p": sampling["top_p"],
         "default_system_prompt": settings.CHAT_DEFAULT_SYSTEM_PROMPT,
         "context_window": settings.CHAT_CONTEXT_WINDOW,
         "max_attachment_chars": settings.CHAT_MAX_ATTACHMENT_CHARS,
         "max_attachments": settings.CHAT_MAX_ATTACHMENTS,
         "max_turns_in_flight": settings.CHAT_MAX_TURNS_IN_FLIGHT,
     }
+
+
+def _model_sampling():
+    """The sampling defaults of the default model (the first served), as its worker announces them."""
+    try:
+        workers = async_to_sync(live_workers)()
+    except RedisError:
+        return {}
+    models = served_models(workers)
+    return next((w.get("sampling") or {} for w in workers if models and w.get("model") == models[0]), {})
 
 
 async def _health():

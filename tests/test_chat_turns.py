@@ -142,3 +142,30 @@ async def test_rename_delete_and_rate(worker):
     assert (await socket.receive_json_from()) == {"type": "changed", "deleted": conversation}
     assert not await sync_to_async(Conversation.objects.filter(pk=conversation).exists)()
     await socket.disconnect()
+
+
+async def test_a_reply_stores_the_settings_it_was_generated_with(worker, engine, monkeypatch):
+    # The turn sets two values; the model's own defaults fill the rest (here a generation config
+    # recommending top-k 7), and the stored reply says what was used, the system prompt included.
+    monkeypatch.setattr(engine, "sampling_defaults", {"top_k": 7, "temperature": 0.5})
+    socket = await connect(await new_guest())
+    frames = await send_turn(socket, "Hello there", max_new_tokens=6, temperature=0)
+    reply = await sync_to_async(Message.objects.get)(pk=frames[-1]["message"])
+    assert engine.streams[-1].params.top_k == 7
+    assert reply.params["top_k"] == 7 and reply.params["temperature"] == 0 and reply.params["max_new_tokens"] == 6
+    assert reply.params["repetition_penalty"] == 1.0 and reply.params["stop"] == []
+    assert reply.params["system"] == "You are a helpful assistant."
+    await socket.disconnect()
+
+
+def test_the_page_shows_the_default_models_own_sampling_as_its_defaults(client, clean_redis):
+    from asgiref.sync import async_to_sync
+
+    from chat.live_state import announce_worker
+
+    page = client.get("/")
+    assert 'data-default-top-p="0.95"' in page.content.decode()  # no worker: the engine's plain defaults
+    async_to_sync(announce_worker)("w1", {"id": "w1", "model": "m", "started": 0, "ready": True,
+                                          "sampling": {"temperature": 0.6, "top_p": 0.8, "top_k": 20}}, 30)
+    page = client.get("/").content.decode()
+    assert 'data-default-top-p="0.8"' in page and 'data-default-temperature="0.6"' in page

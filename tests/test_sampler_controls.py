@@ -185,3 +185,30 @@ def test_penalties_and_logprobs_through_the_engine(tiny_engine):
     assert all(chosen <= 0 and len(top) == 3 and top[0][1] >= chosen for chosen, top in plain.logprobs)
     with pytest.raises(InvalidParameters, match="vocabulary"):
         tiny_engine.stream_reply(user("hi"), SamplingParams(stop_token_ids=(10**9,)))
+
+
+def test_the_models_own_sampling_applies_where_a_request_sets_none(tiny_engine):
+    from transformers import GenerationConfig
+
+    from inference.packaged_model import RECOMMENDED_SAMPLING
+    from inference.sampling import model_defaults, reply_request
+
+    recommended = model_defaults(GenerationConfig(**RECOMMENDED_SAMPLING))
+    assert recommended == {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.1}
+    assert model_defaults(GenerationConfig(do_sample=False, temperature=0.9)) == {"temperature": 0.0}
+    assert model_defaults(GenerationConfig(temperature=9.0)) == {}  # out of bounds: not the model's to set
+    _, params = reply_request("hi", {"temperature": 0.2}, 4096, recommended)
+    assert (params.temperature, params.top_k, params.repetition_penalty) == (0.2, 20, 1.1)
+    _, params = reply_request("hi", None, 4096, recommended)
+    assert (params.temperature, params.top_p) == (0.7, 0.8)
+    # an engine takes its model's generation_config: the tiny model has none, so the plain defaults
+    assert tiny_engine.sampling_defaults == {}
+
+
+def test_the_packaged_model_folder_carries_its_published_sampling(default_model_dir):
+    import json
+
+    from inference.packaged_model import RECOMMENDED_SAMPLING
+
+    config = json.loads((default_model_dir / "generation_config.json").read_text())
+    assert {name: config[name] for name in RECOMMENDED_SAMPLING} == RECOMMENDED_SAMPLING
