@@ -14,6 +14,7 @@ from .generation import ReplyStream
 from .prompt import build_prompt
 from .quantization import check_quantize, quantize_int8
 from .sampling import SamplingParams, model_defaults, reply_request
+from .structured_output import StructuredOutput
 
 
 def load_model(config):
@@ -57,6 +58,7 @@ class Engine:
         self.vocab_size = text_config.vocab_size
         # what the model recommends (its generation_config.json), where a request sets nothing
         self.sampling_defaults = model_defaults(getattr(model, "generation_config", None))
+        self.structured_output = StructuredOutput(tokenizer, self.vocab_size)
         self.loop = EngineLoop(
             model, tokenizer, self.stop_token_ids, max_batch_size=self.config.max_batch_size,
             max_cache_tokens=self.config.max_cache_tokens, prefill_chunk_tokens=self.config.prefill_chunk_tokens,
@@ -78,6 +80,8 @@ class Engine:
         )
         stream = ReplyStream(prompt_ids, replace(params, max_new_tokens=max_new), dropped,
                              read_timeout=self.config.read_timeout)
+        if params.structure is not None:
+            stream.grammar = self.structured_output.matcher(params.structure)
         return self.loop.submit(stream)
 
     def reply(self, messages, params=None, system=None):

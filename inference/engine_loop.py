@@ -38,9 +38,11 @@ class _Reply:
         params = stream.params
         self.stop_strings = StopStrings(params.stop) if params.stop else None
         self.stop_ids = frozenset(params.stop_token_ids)
+        self.grammar = stream.grammar  # a structured reply's GrammarMatcher, or None
 
     def start(self, tokenizer, device, counts):
         self.detokenizer = IncrementalDetokenizer(tokenizer)
+        self.generator_device = device
         if self.stream.params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(self.stream.params.seed)
         if self.stream.params.penalized:
@@ -52,7 +54,8 @@ class _Reply:
         banned = ()
         if self.stream.completion_tokens < params.min_tokens:  # too early to end
             banned = tuple(stop_token_ids | self.stop_ids)
-        return Row(params, self.generator, self.sequence.slot, banned)
+        allowed = self.grammar.allowed(self.generator_device) if self.grammar is not None else None
+        return Row(params, self.generator, self.sequence.slot, banned, allowed)
 
 
 class EngineLoop:
@@ -202,6 +205,8 @@ class EngineLoop:
             raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
         if token in self.stop_token_ids or token in reply.stop_ids:
             return self._finish(reply, "stop")
+        if reply.grammar is not None:
+            reply.grammar.accept(token)
         piece = reply.detokenizer.add(token)
         if reply.stop_strings is not None:
             piece = reply.stop_strings.feed(piece)

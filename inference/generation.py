@@ -32,6 +32,7 @@ class ReplyStream:
         self.finish_reason = None
         self.read_timeout = read_timeout
         self.queue_position = 0  # > 0 while waiting for a place in the batch
+        self.grammar = None  # a structured reply's matcher (inference.structured_output), set by the engine
         self._events = queue.Queue()
         self._deliver = self._events.put  # where the producer's events go
         self._lock = threading.Lock()

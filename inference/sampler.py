@@ -1,7 +1,8 @@
 """Batched sampling: the batch's logits in, the batch's next tokens out, in one go on the device.
 
 Each row keeps its own settings (inference.sampling.SamplingParams). The logits of a row go
-through, in order: logit_bias, the tokens it may not draw yet (stop tokens before min_tokens),
+through, in order: its grammar's mask (the tokens a structured reply may take next), logit_bias,
+the tokens it may not draw yet (stop tokens before min_tokens),
 the repetition penalty (over its prompt and reply), the presence and frequency penalties (over
 its reply); then greedy rows take the best token, the others are scaled by their temperature
 and cut to their top-k, top-p and min-p before a token is drawn. Every step is one batched
@@ -26,12 +27,14 @@ TOP_P_CANDIDATES = 1024
 @dataclass
 class Row:
     """One row of a step: its settings, its generator (seeded replies), its row in TokenCounts
-    (replies with penalties) and the token ids it may not draw this step."""
+    (replies with penalties), the token ids it may not draw this step, and the only ones it may
+    (a [vocab] bool tensor, from its grammar) or None."""
 
     params: SamplingParams
     generator: torch.Generator | None = None
     slot: int | None = None
     banned: tuple = ()
+    allowed: torch.Tensor | None = None
 
 
 @dataclass
@@ -116,14 +119,19 @@ def sample_step(logits, rows, counts=None):
 
 def _processed(logits, rows, counts):
     """The logits after each row's bias, bans and penalties (the same tensor when no row has any)."""
+    masked = [i for i, row in enumerate(rows) if row.allowed is not None]
     biased = [(i, row.params.logit_bias) for i, row in enumerate(rows) if row.params.logit_bias]
     banned = [(i, row.banned) for i, row in enumerate(rows) if row.banned]
     penalized = [i for i, row in enumerate(rows) if row.params.penalized and counts is not None
                  and counts.generated is not None]
-    if not (biased or banned or penalized):
+    if not (masked or biased or banned or penalized):
         return logits
     logits = logits.clone()
     device = logits.device
+    if masked:
+        at = torch.tensor(masked, device=device)
+        allowed = torch.stack([rows[i].allowed for i in masked])
+        logits[at] = logits[at].masked_fill(~allowed, float("-inf"))
     if biased:
         at = [(i, token, bias) for i, bias_map in biased for token, bias in bias_map.items()]
         row_ids = torch.tensor([a[0] for a in at], device=device)

@@ -1,3 +1,4 @@
+import json
 from dataclasses import asdict, dataclass
 
 from .errors import EngineError
@@ -23,9 +24,10 @@ MAX_STOP_TOKEN_IDS = 32
 MAX_LOGIT_BIAS = 300  # OpenAI's limit on logit_bias entries
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 MAX_TOKEN_ID = 2**31 - 1  # the engine checks ids against its vocabulary
+MAX_SCHEMA_CHARS = 32_000
 FIELDS = ("temperature", "top_p", "max_new_tokens", "seed", "top_k", "min_p", "repetition_penalty",
           "presence_penalty", "frequency_penalty", "logit_bias", "min_tokens", "stop", "stop_token_ids",
-          "logprobs", "top_logprobs")
+          "logprobs", "top_logprobs", "structure")
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class SamplingParams:
     engines (vLLM's SamplingParams, OpenAI's fields): top_k (0: off), min_p, repetition_penalty (over
     the prompt and the reply, 1: off), presence and frequency penalties (over the reply), logit_bias
     ({token id: -100..100}), min_tokens (no stop before), stop strings (up to 4; the reply ends before
-    one, which is never streamed), stop_token_ids, and logprobs / top_logprobs of each sampled token."""
+    one, which is never streamed), stop_token_ids, logprobs / top_logprobs of each sampled token, and
+    a structure the reply must have (JSON, inference.structured_output)."""
 
     temperature: float = 0.7
     top_p: float = 0.95
@@ -52,6 +55,7 @@ class SamplingParams:
     stop_token_ids: tuple = ()
     logprobs: bool = False
     top_logprobs: int = 0
+    structure: dict | None = None
 
     def as_dict(self):
         values = asdict(self)
@@ -118,12 +122,30 @@ class SamplingParams:
         _check_integer("top_logprobs", self.top_logprobs, 0, MAX_TOP_LOGPROBS)
         if self.top_logprobs and not self.logprobs:
             raise InvalidParameters("top_logprobs needs logprobs set to true")
+        if self.structure is not None:
+            schema_of(self.structure)
 
     def check_vocabulary(self, vocab_size):
         """Token ids (stop_token_ids, logit_bias) must exist in the model's vocabulary."""
         ids = list(self.stop_token_ids) + list(self.logit_bias or ())
         if any(token >= vocab_size for token in ids):
             raise InvalidParameters(f"token ids must be below the vocabulary size, {vocab_size}")
+
+
+def schema_of(structure):
+    """The JSON schema a `structure` ({"type": "json_object"} or {"type": "json_schema", "schema":
+    {...}}) asks for; InvalidParameters for anything else."""
+    if not isinstance(structure, dict) or structure.get("type") not in ("json_object", "json_schema") or (
+            set(structure) - {"type", "schema"}):
+        raise InvalidParameters("structure must be {'type': 'json_object'} or {'type': 'json_schema', 'schema': {...}}")
+    if structure["type"] == "json_object":
+        return {"type": "object"}
+    schema = structure.get("schema")
+    if not isinstance(schema, dict):
+        raise InvalidParameters("a json_schema structure needs its 'schema' as an object")
+    if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
+        raise InvalidParameters(f"the JSON schema is over {MAX_SCHEMA_CHARS} characters")
+    return schema
 
 
 def _logit_bias(raw):
