@@ -8,15 +8,16 @@ import httpx
 import websockets
 
 
-async def websocket_conversation(ws_url, origin, turns, max_new_tokens):
-    """One client on our service; returns a record per turn."""
+async def websocket_conversation(ws_url, origin, turns, max_new_tokens, params=None):
+    """One client on our service; returns a record per turn (greedy unless `params` say otherwise)."""
+    params = {"temperature": 0, **(params or {}), "max_new_tokens": max_new_tokens}
     records = []
     async with websockets.connect(ws_url, origin=origin, max_size=None) as socket:
         conversation = None
         for content in turns:
             sent = time.perf_counter()
             await socket.send(json.dumps({"type": "send", "conversation": conversation, "content": content,
-                                          "params": {"temperature": 0, "max_new_tokens": max_new_tokens}}))
+                                          "params": params}))
             first = None
             while True:
                 frame = json.loads(await asyncio.wait_for(socket.recv(), 900))
@@ -28,20 +29,22 @@ async def websocket_conversation(ws_url, origin, turns, max_new_tokens):
                     raise RuntimeError(f"turn refused: {frame}")
                 elif frame["type"] == "done":
                     records.append(_record(sent, first, time.perf_counter(), frame["usage"]["completion_tokens"],
-                                           frame["finish_reason"], conversation=conversation, reply=frame["message"]))
+                                           frame["finish_reason"], conversation=conversation, reply=frame["message"],
+                                           cached_tokens=frame["usage"].get("cached_tokens")))
                     break
     return records
 
 
-async def openai_conversation(base_url, model, turns, max_new_tokens, count_tokens):
-    """One client on an OpenAI-compatible server (streaming chat completions)."""
+async def openai_conversation(base_url, model, turns, max_new_tokens, count_tokens, params=None):
+    """One client on an OpenAI-compatible server (streaming chat completions; greedy unless `params`
+    say otherwise)."""
     records, messages = [], []
     async with httpx.AsyncClient(timeout=900) as client:
         for content in turns:
             messages.append({"role": "user", "content": content})
             sent, first, text, finish = time.perf_counter(), None, [], None
             body = {"model": model, "messages": messages, "stream": True, "max_tokens": max_new_tokens,
-                    "temperature": 0}
+                    "temperature": 0, **(params or {})}
             async with client.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
                 response.raise_for_status()
                 async for line in response.aiter_lines():
