@@ -1,0 +1,75 @@
+"""OpenAI's chat-completion request fields, read into this service's sampling params.
+
+Every field a client may send is either used (mapped onto inference.sampling.SamplingParams or
+read by chat.api) or refused by name with a 400, as OpenAI refuses an argument it does not know:
+a client can always tell that something it asked for did not happen.
+"""
+# Read by chat.api itself (the conversation, how to answer).
+HANDLED_BY_API = {"model", "messages", "stream", "stream_options", "continue_final_message", "n", "user",
+                  "tools", "tool_choice", "parallel_tool_calls"}
+# OpenAI's names that mean the same here.
+SAME_NAME = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs")
+# vLLM's extra sampling fields, which many clients send to self-hosted servers.
+VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "stop_token_ids")
+MAX_N = 4
+
+
+class FieldError(Exception):
+    def __init__(self, message, param):
+        super().__init__(message)
+        self.message, self.param = message, param
+
+
+def sampling_values(body):
+    """The sampling params (a dict for SamplingParams.from_dict) of a chat-completion request body;
+    FieldError naming the first field that is not supported."""
+    known = HANDLED_BY_API | set(SAME_NAME) | set(VLLM_EXTRAS) | {
+        "max_tokens", "max_completion_tokens", "stop", "logit_bias", "response_format"}
+    for name in body:
+        if name not in known:
+            raise FieldError(f"Unrecognized request argument supplied: {name} (this server does not support it)",
+                             name)
+    values = {name: body[name] for name in SAME_NAME + VLLM_EXTRAS if body.get(name) is not None}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is not None:
+        values["max_new_tokens"] = max_tokens
+    if body.get("stop") is not None:
+        values["stop"] = body["stop"]
+    if body.get("logit_bias") is not None:
+        values["logit_bias"] = body["logit_bias"]
+    if body.get("top_logprobs") and not body.get("logprobs"):
+        raise FieldError("top_logprobs needs logprobs set to true", "top_logprobs")
+    structure = response_structure(body.get("response_format"))
+    if structure is not None:
+        values["structure"] = structure
+    return values
+
+
+def response_structure(response_format):
+    """SamplingParams.structure for OpenAI's `response_format` (None for plain text)."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise FieldError("response_format json_schema needs json_schema.schema, an object",
+                             "response_format")
+        # strict or not, the schema is enforced while sampling: the reply always follows it
+        return {"type": "json_schema", "schema": spec["schema"]}
+    raise FieldError("response_format.type must be text, json_object or json_schema", "response_format")
+
+
+def choices_count(body):
+    """How many choices (`n`) a request asks for, within MAX_N."""
+    n = body.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise FieldError(f"n must be an integer from 1 to {MAX_N}", "n")
+    return n
+
