@@ -1,4 +1,5 @@
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from .errors import EngineError
@@ -25,6 +26,8 @@ MAX_LOGIT_BIAS = 300  # OpenAI's limit on logit_bias entries
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 MAX_TOKEN_ID = 2**31 - 1  # the engine checks ids against its vocabulary
 MAX_SCHEMA_CHARS = 32_000
+MAX_TOOLS = 64
+FUNCTION_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # OpenAI's rule for a function's name
 FIELDS = ("temperature", "top_p", "max_new_tokens", "seed", "top_k", "min_p", "repetition_penalty",
           "presence_penalty", "frequency_penalty", "logit_bias", "min_tokens", "stop", "stop_token_ids",
           "logprobs", "top_logprobs", "structure")
@@ -132,14 +135,39 @@ class SamplingParams:
             raise InvalidParameters(f"token ids must be below the vocabulary size, {vocab_size}")
 
 
+def check_tools(tools):
+    """OpenAI's function tools: [{"type": "function", "function": {"name", "description"?, "parameters"?}}]."""
+    if not isinstance(tools, list) or not 1 <= len(tools) <= MAX_TOOLS:
+        raise InvalidParameters(f"tools must be a list of 1 to {MAX_TOOLS} function tools")
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or \
+                not FUNCTION_NAME.fullmatch(function["name"]):
+            raise InvalidParameters("each tool must be {'type': 'function', 'function': {'name': ...}} with a name of "
+                                    "letters, digits, _ or - (at most 64)")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise InvalidParameters(f"the parameters of tool {function['name']!r} must be a JSON schema object")
+    if len(json.dumps(tools)) > MAX_SCHEMA_CHARS:
+        raise InvalidParameters(f"the tools are over {MAX_SCHEMA_CHARS} characters of JSON")
+    return tools
+
+
 def schema_of(structure):
     """The JSON schema a `structure` ({"type": "json_object"} or {"type": "json_schema", "schema":
-    {...}}) asks for; InvalidParameters for anything else."""
-    if not isinstance(structure, dict) or structure.get("type") not in ("json_object", "json_schema") or (
-            set(structure) - {"type", "schema"}):
-        raise InvalidParameters("structure must be {'type': 'json_object'} or {'type': 'json_schema', 'schema': {...}}")
+    {...}}) asks for (None for {"type": "tool_calls", "tools": [...], "name"?}: a reply of calls,
+    inference.tool_calls); InvalidParameters for anything else."""
+    kinds = {"json_object": {"type"}, "json_schema": {"type", "schema"}, "tool_calls": {"type", "tools", "name"}}
+    if not isinstance(structure, dict) or structure.get("type") not in kinds or (
+            set(structure) - kinds[structure["type"]]):
+        raise InvalidParameters("structure must be {'type': 'json_object'}, {'type': 'json_schema', 'schema': {...}} "
+                                "or {'type': 'tool_calls', 'tools': [...], 'name'?}")
     if structure["type"] == "json_object":
         return {"type": "object"}
+    if structure["type"] == "tool_calls":
+        names = [tool["function"]["name"] for tool in check_tools(structure.get("tools"))]
+        if structure.get("name") is not None and structure["name"] not in names:
+            raise InvalidParameters(f"no tool is named {str(structure['name'])[:64]!r}")
+        return None
     schema = structure.get("schema")
     if not isinstance(schema, dict):
         raise InvalidParameters("a json_schema structure needs its 'schema' as an object")

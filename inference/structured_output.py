@@ -14,6 +14,7 @@ import threading
 import torch
 
 from .sampling import InvalidParameters, schema_of
+from .tool_calls import CLOSE, OPEN, tool_call_grammar, with_json_layout
 
 # byte value -> its 8 bits, lowest first: a little-endian int32 bitmask read as bytes, looked up here,
 # is the token mask in token order (one gather instead of shifting every word 32 times)
@@ -33,12 +34,20 @@ class StructuredOutput:
         import llguidance
 
         schema = schema_of(structure)
-        grammar = llguidance.LLMatcher.grammar_from_json_schema(
-            json.dumps(schema), defaults={"whitespace_flexible": False})  # compact: no runaway whitespace
+        if schema is None:  # a reply of tool calls, between the tokenizer's own tag tokens where it has them
+            grammar = llguidance.LLMatcher.grammar_from_lark(tool_call_grammar(
+                structure["tools"], structure.get("name"), self._token_id(OPEN), self._token_id(CLOSE)))
+        else:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(with_json_layout(schema)))
         matcher = llguidance.LLMatcher(self._tokenizer(), grammar)
         if matcher.is_error():
             raise InvalidParameters(f"the JSON schema cannot be used: {matcher.get_error()[:300]}")
         return GrammarMatcher(matcher, self.vocab_size)
+
+    def _token_id(self, text):
+        """The id of `text` when the tokenizer has it as one token, else None."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return ids[0] if len(ids) == 1 else None
 
     def _tokenizer(self):
         with self._lock:
