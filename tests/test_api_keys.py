@@ -206,3 +206,23 @@ async def test_a_model_name_is_bounded_even_with_no_worker_up(clean_redis):
         response = await http("POST", path, body, headers=auth)
         assert response.status_code == 400 and response.json()["error"]["param"] == "model"
         assert "at most 200" in response.json()["error"]["message"]
+
+
+def test_staff_set_a_keys_limits_in_the_admin_and_review_its_conversations_there():
+    from tests.admin_support import staff
+
+    admin, client = staff("root", superuser=True)
+    owner = User.objects.create_user("program")
+    page = client.post("/admin/chat/apikey/add/", {"name": "eval run", "user": owner.pk, "active": "on",
+                                                   "max_in_flight": "4", "requests_per_minute": "",
+                                                   "tokens_per_minute": "5000"})
+    assert page.status_code == 302
+    key = ApiKey.objects.get(name="eval run")
+    assert (key.limit_in_flight, key.limit_requests, key.limit_tokens) == (4, 600, 5000)  # blank: the default
+    refused = client.post(f"/admin/chat/apikey/{key.pk}/change/", {"name": "eval run", "active": "on",
+                                                                   "max_in_flight": "0"})
+    assert refused.status_code == 200 and b"greater than or equal to 1" in refused.content
+    Conversation.objects.create(title="a call", user=owner, api_key=key)
+    Conversation.objects.create(title="a chat", user=owner)
+    listed = client.get("/admin/chat/conversation/", {"owner_kind": "api"}).content.decode()
+    assert "a call" in listed and "a chat" not in listed
