@@ -226,3 +226,22 @@ def test_staff_set_a_keys_limits_in_the_admin_and_review_its_conversations_there
     Conversation.objects.create(title="a chat", user=owner)
     listed = client.get("/admin/chat/conversation/", {"owner_kind": "api"}).content.decode()
     assert "a call" in listed and "a chat" not in listed
+
+
+async def test_a_persons_page_is_not_busy_while_their_keys_calls_generate(worker, engine, settings):
+    from django.test import Client
+
+    from tests.chat_support import connect, send_turn
+
+    settings.CHAT_MAX_TURNS_IN_FLIGHT = 1
+    engine.model.delay = 0.05
+    auth = await issue_key("person")
+    browser = Client()
+    await sync_to_async(browser.force_login)(await sync_to_async(User.objects.get)(username="person"))
+    call = asyncio.create_task(http("POST", "/v1/chat/completions", completion("Count", max_tokens=30), headers=auth))
+    await wait_for(lambda: _has_generating(1))
+    socket = await connect(browser.cookies["sessionid"].value)
+    frames = await send_turn(socket, "Hello from the page")
+    assert [f["type"] for f in frames if f["type"] in ("ack", "error", "done")] == ["ack", "done"]
+    assert (await call).status_code == 200
+    await socket.disconnect()
