@@ -15,6 +15,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
+from redis.exceptions import RedisError
 
 from inference.sampling import InvalidParameters
 
@@ -201,7 +202,11 @@ async def _start(request, owner, messages, params, kind, model=None):
 async def _with_rate_limits(response, owner):
     """A key's answers, whatever they are, carry its x-ratelimit-* headers (as OpenAI's do)."""
     if owner is not None and owner.api_key is not None:
-        for name, value in (await api_limits.headers(owner.api_key)).items():
+        try:
+            headers = await api_limits.headers(owner.api_key)
+        except (RedisError, OSError):  # the answer matters more than its headers
+            headers = {}
+        for name, value in headers.items():
             response[name] = value
     return response
 
