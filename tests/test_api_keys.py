@@ -94,7 +94,6 @@ async def test_a_keys_calls_run_side_by_side_up_to_its_own_in_flight_limit(worke
     assert int(refused.headers["retry-after"]) >= 1
     assert [r.status_code for r in await asyncio.gather(*calls)] == [200, 200]
     # Two calls racing for the one slot left: the count is taken in the turn's transaction, one passes.
-    engine.model.delay = 0.02
     blocker = asyncio.create_task(http("POST", "/v1/chat/completions", long, headers=auth))
     await wait_for(lambda: _has_generating(1))
     racing = await asyncio.gather(*(http("POST", "/v1/chat/completions", long, headers=auth) for _ in range(2)))
