@@ -126,7 +126,7 @@ async def test_a_key_over_its_requests_per_minute_is_refused_with_openais_answer
     assert await sync_to_async(Conversation.objects.count)() == 2  # the refused call stored nothing
 
 
-async def test_a_key_over_its_tokens_per_minute_is_refused_until_the_minute_has_passed(worker):
+async def test_a_key_over_its_tokens_per_minute_is_refused_and_told_when_to_try_again(worker):
     auth = await issue_key(tokens_per_minute=20)
     first = await http("POST", "/v1/chat/completions", completion(max_tokens=8), headers=auth)
     assert first.status_code == 200
