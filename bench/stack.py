@@ -126,10 +126,11 @@ class Stack:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def issue_api_key(self, username):
-        """A new API key (the raw secret) for a user of the stack's database, created if needed."""
+    def issue_api_key(self, username, **fields):
+        """A new API key (the raw secret) for a user of the stack's database, created if needed;
+        `fields` set the key's own (its limits: max_in_flight=2, say)."""
         code = ("from django.contrib.auth.models import User; from chat.models import ApiKey; "
-                f"u, _ = User.objects.get_or_create(username={username!r}); k = ApiKey(name='test', user=u); "
+                f"u, _ = User.objects.get_or_create(username={username!r}); k = ApiKey(name='test', user=u, **{fields!r}); "
                 "raw = k.issue(); k.save(); print(raw)")
         result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT,
                                 env=self.env, capture_output=True, text=True, check=True)

@@ -38,9 +38,12 @@ class OwnerKindFilter(admin.SimpleListFilter):
     parameter_name = "owner_kind"
 
     def lookups(self, request, model_admin):
-        return [("user", "Signed-in users"), ("guest", "Guests")]
+        return [("user", "Signed-in users"), ("guest", "Guests"),
+                ("api", f"API calls (kept {settings.CHAT_API_RETENTION_DAYS} days)")]
 
     def queryset(self, request, queryset):
+        if self.value() == "api":
+            return queryset.filter(api_key__isnull=False)
         if self.value() == "user":
             return queryset.filter(user__isnull=False)
         if self.value() == "guest":
@@ -116,7 +119,7 @@ class ConversationAdmin(ReadOnlyUnlessConfigured, admin.ModelAdmin):
                    ("created", admin.DateFieldListFilter), OwnerKindFilter, "user"]
     search_fields = ["title", "messages__content", "user__username", "guest_key"]
     date_hierarchy = "created"
-    fields = readonly_fields = ["user", "guest_key", "title", "model_name", "created", "updated"]
+    fields = readonly_fields = ["user", "guest_key", "api_key", "title", "model_name", "created", "updated"]
     actions = [export_csv, export_jsonl, export_fine_tuning]
 
     def get_queryset(self, request):
@@ -124,6 +127,8 @@ class ConversationAdmin(ReadOnlyUnlessConfigured, admin.ModelAdmin):
 
     @admin.display(description="owner")
     def owner_display(self, obj):
+        if obj.api_key_id:
+            return f"{obj.user} (API key {obj.api_key_id})"
         return str(obj.user) if obj.user_id else f"guest {obj.guest_key[:8]}"
 
     @admin.display(description="messages", ordering="message_count")
@@ -213,7 +218,8 @@ class MessageAdmin(ReadOnlyUnlessConfigured, admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "user", "active", "created", "last_used"]
+    list_display = ["name", "prefix", "user", "active", "max_in_flight", "requests_per_minute", "tokens_per_minute",
+                    "created", "last_used"]
     list_filter = ["active"]
     readonly_fields = ["prefix", "created", "last_used"]
 

@@ -3,15 +3,16 @@
 
 Cheap, global checks come first: is the shared queue full (`overloaded`)? is this client address
 minting guests (`too_many_guests`) or sending guest turns (`rate_limited`) too fast? Then the
-owner's own messages-per-minute slot, then the turn's transaction (chat.turns), which checks
-`busy` where two tabs cannot both pass it. A turn refused after taking its rate slot gives the
+owner's own messages-per-minute slot (an API key's call: the key's requests and tokens per minute,
+chat.api_limits), then the turn's transaction (chat.turns), which checks `busy` (a key's calls in
+flight) where two tabs cannot both pass it. A turn refused after taking its rate slot gives the
 slot back, so only turns that were stored count.
 """
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
 
-from . import request_queue, turns
+from . import api_limits, request_queue, turns
 from .lifecycle import abandoned_detail, fail_if_abandoned
 from .live_state import release_window_slot, take_window_slot
 from .models import GUEST_SESSION_KEY, guest_key
@@ -69,6 +70,13 @@ async def admit_turn(owner, address, conversation_id, start, *args):
                                 f"per minute from one address; try again in {retry_after} s, or sign in",
                                 conversation_id, retry_after=retry_after)
     await fail_abandoned_replies(owner)  # a dead worker's reply keeps nobody busy
+    if owner.api_key is not None:  # a program's call: its key's limits instead of a person's
+        slot = await api_limits.take_request(owner.api_key)
+        try:
+            return await database_sync_to_async(start)(owner, *args)
+        except BaseException:
+            await api_limits.release_request(owner.api_key, slot)
+            raise
     rate_key = f"chat:{owner.key}:rate"
     slot, retry_after = await take_window_slot(rate_key, settings.CHAT_MESSAGES_PER_MINUTE, 60)
     if retry_after:

@@ -15,11 +15,12 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
+from redis.exceptions import RedisError
 
 from inference.sampling import InvalidParameters
 
-from . import admission, metrics, turns
-from .lifecycle import NO_WORKER, dispatch, follow, request_stop, stored_reply
+from . import admission, api_fields, api_limits, metrics, turns
+from .lifecycle import NO_WORKER, ReplyFollower, dispatch, request_stop, stored_reply
 from .live_state import LiveReply, live_workers, served_models
 from .models import ApiKey, Owner
 from .turns import ProtocolError
@@ -27,6 +28,7 @@ from .turns import ProtocolError
 ROLES = {"system", "user", "assistant"}
 MAX_MESSAGES = 500  # per request: the prompt keeps the newest that fit the context window anyway
 DEFAULT_MODEL = "default"  # a request's `model` for "whichever the service serves by default"
+MAX_MODEL_CHARS = 200  # a conversation's model_name column
 
 
 class ApiError(Exception):
@@ -38,9 +40,7 @@ class ApiError(Exception):
 
     def response(self):
         metrics.ERRORS.labels(self.code or self.kind).inc()
-        error = {"message": self.message, "type": self.kind, "code": self.code}
-        if self.param:
-            error["param"] = self.param
+        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
         response = JsonResponse({"error": error}, status=self.status)
         if self.retry_after:
             response["Retry-After"] = str(self.retry_after)
@@ -56,7 +56,7 @@ def _api_key_owner(request):
     if key is None:
         raise ApiError(401, "the API key is not valid or has been revoked", code="invalid_api_key")
     ApiKey.objects.filter(pk=key.pk).update(last_used=timezone.now())
-    return Owner(user_id=key.user_id)
+    return Owner(user_id=key.user_id, api_key=key)
 
 
 @sync_to_async
@@ -100,6 +100,8 @@ def _json_body(request):
         body = json.loads(request.body)
     except ValueError:
         raise ApiError(400, "the body must be JSON") from None
+    except RecursionError:  # thousands of nested [ or {: the parser gives up
+        raise ApiError(400, "the body's JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     return body
@@ -137,12 +139,16 @@ def _messages(body):
 
 
 def _params(body, system):
-    values = {name: body[name] for name in ("temperature", "top_p", "seed") if body.get(name) is not None}
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    if max_tokens:
-        values["max_new_tokens"] = max_tokens
+    """The reply's params from the request's fields (chat.api_fields: each used, or refused by name)."""
+    if system is not None and len(system) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ApiError(400, f"the system prompt has {len(system)} characters; the limit is "
+                       f"{settings.CHAT_MAX_MESSAGE_CHARS} (CHAT_MAX_MESSAGE_CHARS)", code="too_large")
     try:
+        api_fields.choices_count(body)
+        values = api_fields.sampling_values(body)
         return turns.reply_params(values, system)
+    except api_fields.FieldError as exc:
+        raise ApiError(400, exc.message, param=exc.param) from None
     except (InvalidParameters, TypeError) as exc:
         raise ApiError(400, str(exc)) from None
 
@@ -154,6 +160,9 @@ async def _model(body):
     requested = body.get("model")
     if requested is not None and not isinstance(requested, str):
         raise ApiError(400, "'model' must be a string", param="model")
+    if requested is not None and len(requested) > MAX_MODEL_CHARS:
+        raise ApiError(400, f"'model' has {len(requested)} characters; a model's name has at most {MAX_MODEL_CHARS}",
+                       param="model")
     served = served_models(await live_workers())
     if requested in (None, "", DEFAULT_MODEL):
         return served[0] if served else None
@@ -164,25 +173,49 @@ async def _model(body):
 
 
 async def _start(request, owner, messages, params, kind, model=None):
-    """Admit and store the conversation, and queue its reply to `model`; returns (conversation, reply)."""
+    """Admit and store the conversation, and queue its reply to `model`; returns (conversation, reply,
+    a ReplyFollower of it, subscribed before the reply was queued so that it misses none of its tokens)."""
     try:
-        conversation, reply = await admission.admit_turn(owner, admission.http_client_address(request), None, turns.start_api_turn,
-                                                         messages, params)
+        conversation, reply = await admission.admit_turn(owner, admission.http_client_address(request), None,
+                                                         turns.start_api_turn, messages, params)
     except ProtocolError as exc:
         raise _refusal(exc) from None
+    except api_limits.KeyRateLimited as exc:
+        error = ApiError(429, exc.detail, kind=exc.kind, code="rate_limit_exceeded")
+        error.retry_after = exc.retry_after
+        raise error from None
     metrics.TURNS.labels(kind).inc()
     if reply.content:  # it goes on from an assistant message: its text so far, for the chat's history
         await LiveReply(reply.pk).start_from(reply.content, settings.CHAT_REQUEST_TIMEOUT)
-    if await dispatch(owner.key, conversation.pk, reply, model) is None:
+    follower = await ReplyFollower(owner.key).subscribe()
+    try:
+        queued = await dispatch(owner.key, conversation.pk, reply, model)
+    except BaseException:
+        await follower.close()
+        raise
+    if queued is None:
+        await follower.close()
         detail = (await stored_reply(reply.pk)).error_detail or NO_WORKER  # names the model nobody serves
         raise ApiError(503, detail, kind="server_error", code="no_worker")
-    return conversation, reply
+    return conversation, reply, follower
 
 
-async def _collect(owner, reply):
+async def _with_rate_limits(response, owner):
+    """A key's answers, whatever they are, carry its x-ratelimit-* headers (as OpenAI's do)."""
+    if owner is not None and owner.api_key is not None:
+        try:
+            headers = await api_limits.headers(owner.api_key)
+        except (RedisError, OSError):  # the answer matters more than its headers
+            headers = {}
+        for name, value in headers.items():
+            response[name] = value
+    return response
+
+
+async def _collect(follower, reply):
     text, done = [], None
     try:
-        async for event in follow(owner.key, reply.pk):
+        async for event in follower.events(reply.pk):
             if event["type"] == "chat.token":
                 text.append(event["text"])
             elif event["type"] == "chat.done":
@@ -198,6 +231,7 @@ async def _collect(owner, reply):
 @csrf_exempt
 @require_POST
 async def chat_completions(request):
+    owner = None
     try:
         body = _json_body(request)
         owner = await _owner(request, guests_allowed=False)
@@ -205,26 +239,26 @@ async def chat_completions(request):
         system = "\n".join(m["content"] for m in messages if m["role"] == "system") or None
         params = _params(body, system)
         model = await _model(body)
-        conversation, reply = await _start(request, owner, messages, params, "api", model)
+        conversation, reply, follower = await _start(request, owner, messages, params, "api", model)
         created, completion_id = int(time.time()), f"chatcmpl-{reply.pk}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = _sse(owner, reply, completion_id, created, model, include_usage)
+            events = _sse(follower, reply, completion_id, created, model, include_usage)
             response = StreamingHttpResponse(events, content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
-            return response
-        text, done = await _collect(owner, reply)
+            return await _with_rate_limits(response, owner)
+        text, done = await _collect(follower, reply)
     except ApiError as exc:
-        return exc.response()
-    return JsonResponse({
+        return await _with_rate_limits(exc.response(), owner)
+    return await _with_rate_limits(JsonResponse({
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                      "finish_reason": _finish(done["finish_reason"])}],
         "usage": _usage(done),
-    })
+    }), owner)
 
 
-async def _sse(owner, reply, completion_id, created, model, include_usage):
+async def _sse(follower, reply, completion_id, created, model, include_usage):
     def chunk(delta, finish_reason=None, **extra):
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
@@ -233,7 +267,7 @@ async def _sse(owner, reply, completion_id, created, model, include_usage):
     finished = False
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for event in follow(owner.key, reply.pk):
+        async for event in follower.events(reply.pk):
             if event["type"] == "chat.token":
                 yield chunk({"content": event["text"]})
             elif event["type"] == "chat.done":
@@ -247,6 +281,7 @@ async def _sse(owner, reply, completion_id, created, model, include_usage):
                         yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': _usage(event)})}\n\n"
         yield "data: [DONE]\n\n"
     finally:
+        await follower.close()  # if the stream ended before its events did
         if not finished:  # the client went away: stop generating for nobody
             await request_stop(reply.pk)
 
@@ -277,6 +312,7 @@ async def models(request):
 @require_POST
 async def generate(request):
     """The simple form: {"prompt": "..."} -> {"text": "..."} (an API key, or the session of a guest)."""
+    owner = None
     try:
         if request.content_type != "application/json":
             raise ApiError(415, "send the body as application/json")
@@ -288,10 +324,16 @@ async def generate(request):
             raise ApiError(400, f"the prompt has {len(prompt)} characters; the limit is "
                            f"{settings.CHAT_MAX_MESSAGE_CHARS} (CHAT_MAX_MESSAGE_CHARS)", code="too_large")
         owner = await _owner(request, guests_allowed=True)
-        params = _params(body, body.get("system") if isinstance(body.get("system"), str) else None)
-        _, reply = await _start(request, owner, [{"role": "user", "content": prompt}], params, "generate",
-                                await _model(body))
-        text, done = await _collect(owner, reply)
+        chat_only = sorted(set(body) & {"messages", "stream", "stream_options", "continue_final_message"})
+        if chat_only:
+            raise ApiError(400, f"{chat_only[0]} is a /v1/chat/completions field; /generate takes a prompt",
+                           param=chat_only[0])
+        fields = {name: value for name, value in body.items() if name not in ("prompt", "system")}
+        params = _params(fields, body.get("system") if isinstance(body.get("system"), str) else None)
+        _, reply, follower = await _start(request, owner, [{"role": "user", "content": prompt}], params, "generate",
+                                          await _model(body))
+        text, done = await _collect(follower, reply)
     except ApiError as exc:
-        return exc.response()
-    return JsonResponse({"text": text, "finish_reason": done["finish_reason"], "usage": _usage(done)})
+        return await _with_rate_limits(exc.response(), owner)
+    return await _with_rate_limits(
+        JsonResponse({"text": text, "finish_reason": done["finish_reason"], "usage": _usage(done)}), owner)

@@ -24,7 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from . import metrics, request_queue
+from . import api_limits, metrics, request_queue
 from .live_state import ConversationHistory, LiveReply, live_workers, ready_workers, retrying, served_models
 from .models import Conversation, Message
 
@@ -120,6 +120,9 @@ async def finish_reply(message_id, *, content, finish_reason, error_detail="", c
         return False
     conversation = message.conversation
     owner_key = conversation.owner.key
+    if conversation.api_key_id:  # before `done` goes out: the key's next call already sees these tokens
+        await api_limits.record_tokens(conversation.api_key_id, (message.prompt_tokens or 0)
+                                       + (message.completion_tokens or 0))
     if finish_reason != Message.FinishReason.ERROR or message.content:
         await ConversationHistory(owner_key, conversation.pk).append(message.pk, message.role, message.content)
     await LiveReply(message_id).end()
@@ -246,31 +249,46 @@ class Reaper:
         return not await still_generating(reply_id)
 
 
-async def follow(owner_key, reply_id):
-    """Yield the channel-layer events (token, queued, done) of one reply until its `done`. For
-    callers without a socket (the HTTP API); the Reaper ends the reply if its worker goes quiet.
-    A `done` lost on the way (Redis failing at that moment) is rebuilt from the stored reply."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(user_group(owner_key), channel)
-    timing = metrics.TurnTiming()
-    try:
-        while True:
-            try:
-                event = await asyncio.wait_for(layer.receive(channel), REAP_INTERVAL)
-            except TimeoutError:
-                if await still_generating(reply_id):
+class ReplyFollower:
+    """The channel-layer events (token, queued, done) of one reply, for callers without a socket (the
+    HTTP API). It listens from subscribe() on, so a caller subscribes before dispatch(): tokens sent
+    before it would otherwise be lost (a group delivers only to those in it at the time). The Reaper
+    ends the reply if its worker goes quiet; a `done` lost on the way (Redis failing at that moment)
+    is rebuilt from the stored reply."""
+
+    def __init__(self, owner_key):
+        self.group, self.layer, self.channel = user_group(owner_key), get_channel_layer(), None
+
+    async def subscribe(self):
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(self.group, self.channel)
+        return self
+
+    async def close(self):
+        if self.channel is not None:
+            channel, self.channel = self.channel, None
+            await self.layer.group_discard(self.group, channel)
+
+    async def events(self, reply_id):
+        """Yield the reply's events until its `done`, then unsubscribe."""
+        timing = metrics.TurnTiming()
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(self.layer.receive(self.channel), REAP_INTERVAL)
+                except TimeoutError:
+                    if await still_generating(reply_id):
+                        continue
+                    event = done_event(await stored_reply(reply_id))
+                if event.get("message") != reply_id:
                     continue
-                event = done_event(await stored_reply(reply_id))
-            if event.get("message") != reply_id:
-                continue
-            if event["type"] == "chat.token":
-                timing.token()
-            elif event["type"] == "chat.done":
-                timing.done(event)
-            yield event
-            if event["type"] == "chat.done":
-                return
-    finally:
-        timing.close()
-        await layer.group_discard(user_group(owner_key), channel)
+                if event["type"] == "chat.token":
+                    timing.token()
+                elif event["type"] == "chat.done":
+                    timing.done(event)
+                yield event
+                if event["type"] == "chat.done":
+                    return
+        finally:
+            timing.close()
+            await self.close()

@@ -4,6 +4,7 @@
   rebuilt from the database whenever Redis has lost it.
 - LiveReply: the state of a reply being generated: partial text (so a reloaded page can show
   it), a liveness key whose expiry means "the worker is gone", and a cancel flag.
+- Sliding windows (rate limits; an API key's tokens per minute).
 - Worker heartbeats (each names the model it serves), read by /healthz, /status, /v1/models and
   before handing out a turn.
 """
@@ -165,6 +166,27 @@ async def take_window_slot(key, limit, window, member=None):
 
 async def release_window_slot(key, member):
     await redis_client().zrem(key, member)
+
+
+async def window_entries(key, window):
+    """The members of a sliding window at `key` (take_window_slot's, add_to_window's) with the time
+    each was added, oldest first; those older than `window` seconds are dropped."""
+    r = redis_client()
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(key, 0, time.time() - window)
+        pipe.zrange(key, 0, -1, withscores=True)
+        _, entries = await pipe.execute()
+    return entries
+
+
+async def add_to_window(key, amount, window):
+    """Count `amount` (tokens, say) against a sliding window at `key`; window_entries reads it back
+    as members "<amount>:<unique>"."""
+    r, now = redis_client(), time.time()
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zadd(key, {f"{amount}:{uuid.uuid4().hex[:8]}": now})
+        pipe.expire(key, int(window) + 1)
+        await pipe.execute()
 
 
 WORKER_KEY_PREFIX = "chat:worker:"

@@ -3,6 +3,7 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -23,10 +24,13 @@ def guest_key(session):
 class Owner:
     """Who a conversation belongs to: a signed-in user, or a guest identified by session key."""
 
-    def __init__(self, user_id=None, guest_key=None):
+    def __init__(self, user_id=None, guest_key=None, api_key=None):
         if bool(user_id) == bool(guest_key):
             raise ValueError("an owner is either a user or a guest")
         self.user_id, self.guest_key = user_id, guest_key
+        # The ApiKey a call came with (its user's): its turns are admitted by the key's limits
+        # (chat.api_limits) and its conversations are the key's (kept CHAT_API_RETENTION_DAYS).
+        self.api_key = api_key
 
     @property
     def key(self):
@@ -70,6 +74,11 @@ class Conversation(models.Model):
     # The settings the page uses in this conversation (chat.presets.clean_settings: the preset picked
     # and the values the user set); None for a conversation that never had any (it follows the page's).
     settings = models.JSONField(null=True, blank=True)
+    # The API key whose call stored it (None for the page's): such conversations do not count against
+    # CHAT_MAX_CONVERSATIONS and are deleted CHAT_API_RETENTION_DAYS after their last turn. RESTRICT: a
+    # key is retired by unticking `active`; it can be deleted once retention has cleared its conversations.
+    api_key = models.ForeignKey("ApiKey", null=True, blank=True, on_delete=models.RESTRICT,
+                                related_name="conversations")
 
     objects = ConversationQuerySet.as_manager()
 
@@ -210,9 +219,32 @@ class ApiKey(models.Model):
     active = models.BooleanField(default=True)
     created = models.DateTimeField(auto_now_add=True)
     last_used = models.DateTimeField(null=True, blank=True, editable=False)
+    # Limits of this key's calls (chat.api_limits); blank: the configured default (CHAT_API_KEY_...).
+    max_in_flight = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Calls generating at once; blank: CHAT_API_KEY_MAX_IN_FLIGHT.")
+    requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Calls per minute; blank: CHAT_API_KEY_REQUESTS_PER_MINUTE.")
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Prompt + completion tokens of the calls that ended in the last minute; blank: "
+                  "CHAT_API_KEY_TOKENS_PER_MINUTE.")
 
     def __str__(self):
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def limit_in_flight(self):
+        return self.max_in_flight or settings.CHAT_API_KEY_MAX_IN_FLIGHT
+
+    @property
+    def limit_requests(self):
+        return self.requests_per_minute or settings.CHAT_API_KEY_REQUESTS_PER_MINUTE
+
+    @property
+    def limit_tokens(self):
+        return self.tokens_per_minute or settings.CHAT_API_KEY_TOKENS_PER_MINUTE
 
     @staticmethod
     def hash(raw_key):

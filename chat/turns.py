@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from inference.sampling import SamplingParams
 
+from .api_limits import in_flight_refusal
 from .models import Conversation, Message
 
 TITLE_LENGTH = 60
@@ -53,11 +54,9 @@ def refuse_if_busy(owner, conversation_id=None):
     or one in this conversation. Turns of one owner pass here one at a time (SQLite's IMMEDIATE
     transactions hold the write lock already; PostgreSQL takes a per-owner advisory lock), so two
     tabs cannot both start a reply."""
-    if connection.vendor == "postgresql":
-        lock_id = int.from_bytes(hashlib.blake2b(owner.key.encode(), digest_size=8).digest(), "big", signed=True)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
-    generating = generating_replies(owner)
+    _serialize_turns_of(owner.key)
+    # An API key's calls are counted by the key's own limit (refuse_if_key_busy), not the person's.
+    generating = generating_replies(owner, api_calls=False)
     in_conversation = conversation_id is not None and generating_replies(owner, conversation_id)
     if len(generating) >= settings.CHAT_MAX_TURNS_IN_FLIGHT or in_conversation:
         raise ProtocolError("busy", f"a reply is still being generated (at most {settings.CHAT_MAX_TURNS_IN_FLIGHT} "
@@ -65,10 +64,31 @@ def refuse_if_busy(owner, conversation_id=None):
                             conversation_id)
 
 
-def generating_replies(owner, conversation_id=None):
+def refuse_if_key_busy(key):
+    """Inside an API call's transaction: KeyRateLimited if `key` has as many replies generating as it
+    may (its max_in_flight), counted as refuse_if_busy counts (two calls cannot both take the last one)."""
+    _serialize_turns_of(f"apikey{key.pk}")
+    if Message.objects.generating().filter(conversation__api_key=key).count() >= key.limit_in_flight:
+        raise in_flight_refusal(key)
+
+
+def _serialize_turns_of(name):
+    """Turns counted under `name` pass one at a time: SQLite's IMMEDIATE transactions hold the write
+    lock already; PostgreSQL takes an advisory lock until the transaction ends."""
+    if connection.vendor == "postgresql":
+        lock_id = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+
+
+def generating_replies(owner, conversation_id=None, api_calls=True):
+    """Ids of the owner's replies still generating (in one conversation); without those of API-key calls
+    when `api_calls` is False."""
     query = Message.objects.generating().filter(conversation__in=Conversation.objects.owned_by(owner))
     if conversation_id is not None:
         query = query.filter(conversation_id=conversation_id)
+    if not api_calls:
+        query = query.filter(conversation__api_key__isnull=True)
     return list(query.values_list("id", flat=True))
 
 
@@ -148,11 +168,14 @@ def start_continuation(owner, conversation_id, params):
     return conversation, last.parent or conversation.active_messages().filter(role=Message.Role.USER).last(), last
 
 
-def _new_conversation(owner, first_message):
-    if Conversation.objects.owned_by(owner).count() >= settings.CHAT_MAX_CONVERSATIONS:
+def _new_conversation(owner, first_message, api_key=None):
+    """A new conversation of the owner's; one stored by an API key's call is the key's: those are kept
+    CHAT_API_RETENTION_DAYS instead of counting against CHAT_MAX_CONVERSATIONS."""
+    if api_key is None and (Conversation.objects.owned_by(owner).filter(api_key__isnull=True).count()
+                            >= settings.CHAT_MAX_CONVERSATIONS):
         raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "
                             "conversations, the most allowed (CHAT_MAX_CONVERSATIONS); delete some first")
-    return Conversation.objects.create(title=title_from(first_message), **owner.fields())
+    return Conversation.objects.create(title=title_from(first_message), api_key=api_key, **owner.fields())
 
 
 def _new_reply(conversation, params, parent, content=""):
@@ -226,11 +249,14 @@ def rate(owner, message_id, rating, comment):
 def start_api_turn(owner, messages, params):
     """Store an API request as a new conversation: its messages, then the reply to fill: empty, or,
     when the messages end with the assistant's, that message, to go on from (its text so far)."""
-    refuse_if_busy(owner)
+    if owner.api_key is not None:
+        refuse_if_key_busy(owner.api_key)
+    else:
+        refuse_if_busy(owner)
     prefix = messages[-1]["content"] if messages[-1]["role"] == Message.Role.ASSISTANT else ""
     messages = messages[:-1] if prefix else messages
     last_user = next(m["content"] for m in reversed(messages) if m["role"] == Message.Role.USER)
-    conversation = _new_conversation(owner, last_user)
+    conversation = _new_conversation(owner, last_user, api_key=owner.api_key)
     # The client's own history is stored as it was sent: its assistant turns are finished replies.
     parent = None
     for m in messages:

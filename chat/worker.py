@@ -12,10 +12,12 @@ import os
 import socket
 import time
 import uuid
+from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -25,7 +27,7 @@ from inference.generation import Finished
 from . import request_queue
 from .lifecycle import WORKERS_GROUP, finish_reply, still_generating, user_group
 from .live_state import ConversationHistory, LiveReply, announce_worker, retrying, withdraw_worker
-from .models import Message
+from .models import Conversation, Message
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -119,9 +121,11 @@ class InferenceWorker:
         self.room.set()
 
     async def _housekeeping(self):
-        """Hourly: delete expired sessions (every guest's visit leaves one in the database)."""
+        """Hourly: delete expired sessions (every guest's visit leaves one in the database) and the API
+        calls' conversations past their retention."""
         while True:
             await clear_expired_sessions()
+            await database_sync_to_async(delete_expired_api_conversations)()
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def _take_requests(self):
@@ -314,6 +318,26 @@ def clear_expired_sessions():
 def _used_params(stream, request):
     """The settings a reply was generated with: the turn's, the model's defaults for the rest."""
     return {**stream.params.as_dict(), "system": request.get("system")}
+
+
+def delete_expired_api_conversations(now=None, batch=500):
+    """Delete the conversations stored by API-key calls whose last turn is older than
+    CHAT_API_RETENTION_DAYS (never one with a reply still generating; the page's are never deleted
+    here), a batch per transaction so that the database's writers are not held up long. Returns how
+    many were deleted."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.CHAT_API_RETENTION_DAYS)
+    expired = (Conversation.objects.filter(api_key__isnull=False, updated__lt=cutoff)
+               .exclude(pk__in=Message.objects.generating().values("conversation_id")))
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            ids = list(expired.values_list("pk", flat=True)[:batch])
+            if not ids:
+                break
+            deleted += Conversation.objects.filter(pk__in=ids).delete()[1].get(Conversation._meta.label, 0)
+    if deleted:
+        log.info("deleted %s API conversations older than %s days", deleted, settings.CHAT_API_RETENTION_DAYS)
+    return deleted
 
 
 async def _streamed_text(message_id):

@@ -233,7 +233,12 @@ CHAT_MAX_ATTACHMENT_CHARS = _positive("int", "CHAT_MAX_ATTACHMENT_CHARS", 100_00
 CHAT_MAX_ATTACHMENTS = _positive("int", "CHAT_MAX_ATTACHMENTS", 10)
 CHAT_MAX_TURNS_IN_FLIGHT = _positive("int", "CHAT_MAX_TURNS_IN_FLIGHT", 1)  # replies generating per user
 CHAT_MESSAGES_PER_MINUTE = _positive("int", "CHAT_MESSAGES_PER_MINUTE", 20)  # send/edit/regenerate per user
-CHAT_MAX_CONVERSATIONS = _positive("int", "CHAT_MAX_CONVERSATIONS", 1000)  # per user
+CHAT_MAX_CONVERSATIONS = _positive("int", "CHAT_MAX_CONVERSATIONS", 1000)  # per user, API calls' aside
+# Per API key (each key may set its own in the admin): programs send in parallel and by the thousand.
+CHAT_API_KEY_MAX_IN_FLIGHT = _positive("int", "CHAT_API_KEY_MAX_IN_FLIGHT", 16)  # calls generating at once
+CHAT_API_KEY_REQUESTS_PER_MINUTE = _positive("int", "CHAT_API_KEY_REQUESTS_PER_MINUTE", 600)
+CHAT_API_KEY_TOKENS_PER_MINUTE = _positive("int", "CHAT_API_KEY_TOKENS_PER_MINUTE", 1_000_000)  # prompt + completion
+CHAT_API_RETENTION_DAYS = _positive("int", "CHAT_API_RETENTION_DAYS", 30)  # API calls' conversations, after their last turn
 CHAT_SIGNIN_ATTEMPTS = _positive("int", "CHAT_SIGNIN_ATTEMPTS", 10)  # failed sign-ins per address per 15 min
 CHAT_PROXY_HEADERS = _read("bool", "CHAT_PROXY_HEADERS", False)  # trust X-Forwarded-For (behind a proxy only)
 CHAT_MAX_QUEUED_TURNS = _positive("int", "CHAT_MAX_QUEUED_TURNS", 256)  # waiting in the shared queue: `overloaded`

@@ -121,13 +121,14 @@ class HttpResponse:
         return json.loads(self.content)
 
 
-async def http(method, path, body=None, headers=None, client=("127.0.0.1", 40000), gone=None):
+async def http(method, path, body=None, headers=None, client=("127.0.0.1", 40000), gone=None, raw_body=None):
     """One HTTP request through the site's real ASGI application (as daphne serves it: each request
     in its own thread-sensitive context, so an in-process worker's ORM calls are not held up by it).
-    Setting the event `gone` makes the client hang up (http.disconnect) before the response ends."""
+    Setting the event `gone` makes the client hang up (http.disconnect) before the response ends;
+    `raw_body` is sent as it is instead of `body` as JSON."""
     from chatsite.asgi import application
 
-    payload = json.dumps(body).encode() if body is not None else b""
+    payload = raw_body if raw_body is not None else json.dumps(body).encode() if body is not None else b""
     raw_headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
     raw_headers += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,

@@ -1,6 +1,7 @@
 """The OpenAI-compatible API (with the official openai client), /generate, and /metrics, on the stack."""
 import re
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -13,9 +14,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def api_stack(tmp_path_factory, tiny_model_dir):
     # Every piece the engine makes goes out as its own event (no 30 ms coalescing), so what the
-    # client receives does not depend on how fast this machine generates.
+    # client receives does not depend on how fast this machine generates. A person may keep 3
+    # conversations: a key's calls, each stored as one, are not counted against that.
     stack = Stack(tmp_path_factory.mktemp("api"), redis_db=15, CHAT_MODEL=str(tiny_model_dir),
-                  CHAT_TOKEN_FLUSH_INTERVAL=0)
+                  CHAT_TOKEN_FLUSH_INTERVAL=0, CHAT_MAX_CONVERSATIONS=3)
     stack.start_all()
     yield stack
     stack.stop()
@@ -87,3 +89,78 @@ def test_metrics_show_turns_streams_queue_and_workers(api_stack, api_key):
     assert re.search(r'^chat_queue_depth\{state="waiting"\} \d', text, re.M)
     assert re.search(r'^chat_worker_generated_tokens_total\{worker="[^"]+"\} [1-9]', text, re.M)
     assert re.search(r'^chat_worker_replies_total\{finish_reason="length",worker="[^"]+"\} [1-9]', text, re.M)
+
+
+def test_eight_concurrent_calls_with_one_key_are_all_answered(api_stack):
+    key = api_stack.issue_api_key("parallel-program")
+
+    def call(n):
+        return client(api_stack, key).chat.completions.create(
+            model="default", messages=[{"role": "user", "content": f"Call {n}"}], max_tokens=4)
+
+    with ThreadPoolExecutor(8) as pool:
+        replies = list(pool.map(call, range(8)))
+    assert all(r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 4 for r in replies)
+    assert len({r.id for r in replies}) == 8
+    # ... and beyond CHAT_MAX_CONVERSATIONS (3): each call is a conversation of the key's, kept for
+    # CHAT_API_RETENTION_DAYS, and the person's own conversations are not used up by them.
+    (rows,) = api_stack.query("SELECT COUNT(*), COUNT(c.api_key_id) FROM chat_conversation c JOIN auth_user u "
+                              "ON u.id = c.user_id WHERE u.username = %s", "parallel-program")
+    assert rows == (8, 8)
+
+
+def test_a_key_over_its_requests_per_minute_gets_openais_429(api_stack):
+    key = api_stack.issue_api_key("paced-program", requests_per_minute=2)
+    request = dict(model="default", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    answered = client(api_stack, key).chat.completions.with_raw_response.create(**request)
+    assert answered.headers["x-ratelimit-limit-requests"] == "2"
+    assert answered.headers["x-ratelimit-remaining-requests"] == "1"
+    assert {"x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens"} <= set(answered.headers)
+    client(api_stack, key).chat.completions.create(**request)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client(api_stack, key).chat.completions.create(**request)
+    error = refused.value
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded" and error.type == "requests"
+    assert "Limit 2" in error.message
+    assert 1 <= int(error.response.headers["retry-after"]) <= 60
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_the_openai_client_gets_its_stop_strings_penalties_and_json_schema(api_stack, api_key):
+    import json
+
+    import jsonschema
+
+    api = client(api_stack, api_key)
+    request = dict(model="default", max_tokens=24, temperature=1.0, seed=5,
+                   messages=[{"role": "user", "content": "Tell me a story"}])
+    pieces = [c.choices[0].delta.content for c in api.chat.completions.create(**request, stream=True)
+              if c.choices and c.choices[0].delta.content]
+    text = "".join(pieces)
+    # a stop string across the boundary of two streamed pieces: the answer ends before it
+    at = next(i for i in range(1, len(pieces)) if len(pieces[i - 1]) >= 2 and len(pieces[i]) >= 2
+              and text.index(pieces[i - 1][-2:] + pieces[i][:2]) == len("".join(pieces[:i])) - 2)
+    stop = pieces[at - 1][-2:] + pieces[at][:2]
+    stopped = api.chat.completions.create(**request, stop=[stop])
+    assert stopped.choices[0].message.content == text[: text.index(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+    # the vLLM extras and OpenAI's penalties are taken (and stored as used)
+    api.chat.completions.create(**request, presence_penalty=0.5, extra_body={"top_k": 5, "repetition_penalty": 1.2})
+    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]},
+                                               "confidence": {"type": "integer", "minimum": 0, "maximum": 10}},
+              "required": ["answer", "confidence"], "additionalProperties": False}
+    structured = api.chat.completions.create(
+        model="default", max_tokens=60, temperature=0.8, seed=2, messages=[{"role": "user", "content": "Yes?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "strict": True, "schema": schema}})
+    jsonschema.validate(json.loads(structured.choices[0].message.content), schema)
+
+
+def test_a_field_the_server_does_not_support_is_refused_by_name(api_stack, api_key):
+    api = client(api_stack, api_key)
+    for extra in ({"logprobs": True}, {"extra_body": {"made_up": 1}}, {"n": 2}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            api.chat.completions.create(model="default", max_tokens=4,
+                                        messages=[{"role": "user", "content": "Hi"}], **extra)
+        name = next(iter(extra.get("extra_body", extra)))
+        assert refused.value.body["param"] == name and name in refused.value.body["message"]
