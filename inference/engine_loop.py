@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from .detokenizer import IncrementalDetokenizer
+from .detokenizer import Detokenizers
 from .errors import EngineError
 from .model_runner import ModelRunner
 from .sampler import sample_batch
@@ -35,8 +35,8 @@ class _Reply:
         self.detokenizer = None
         self.generator = None  # seeded replies draw from their own generator
 
-    def start(self, tokenizer, device):
-        self.detokenizer = IncrementalDetokenizer(tokenizer)
+    def start(self, detokenizers, device):
+        self.detokenizer = detokenizers.new()
         if self.stream.params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(self.stream.params.seed)
 
@@ -45,6 +45,7 @@ class EngineLoop:
     def __init__(self, model, tokenizer, stop_token_ids, *, max_batch_size, max_cache_tokens, prefill_chunk_tokens,
                  slot_tokens, cuda_graphs="auto"):
         self.model, self.tokenizer, self.stop_token_ids = model, tokenizer, stop_token_ids
+        self.detokenizers = Detokenizers(tokenizer)  # its token -> bytes table is built once, here
         self.device = next(model.parameters()).device
         self.max_batch_size, self.slot_tokens, self.cuda_graphs = max_batch_size, slot_tokens, cuda_graphs
         self.scheduler = Scheduler(max_slots=max_batch_size, max_cache_tokens=max_cache_tokens,
@@ -173,7 +174,7 @@ class EngineLoop:
 
     def _start(self, reply):
         try:
-            reply.start(self.tokenizer, self.device)
+            reply.start(self.detokenizers, self.device)
             return True
         except Exception as exc:  # this reply cannot start; the others can
             log.exception("starting a reply failed")
