@@ -9,7 +9,8 @@ tokenizers (SentencePiece's) decode a short window of ids per token instead (Win
 the approach of text-generation-inference's decode_token).
 """
 import codecs
-import json
+
+from tokenizers import decoders
 
 
 def _byte_level_alphabet():
@@ -20,6 +21,10 @@ def _byte_level_alphabet():
     alphabet = {chr(b): b for b in printable}
     alphabet.update({chr(256 + n): b for n, b in enumerate(moved)})
     return alphabet
+
+
+_ALPHABET = _byte_level_alphabet()
+_AS_LATIN1 = str.maketrans({char: chr(byte) for char, byte in _ALPHABET.items()})  # then .encode("latin-1")
 
 
 class TokenBytes:
@@ -34,16 +39,14 @@ class TokenBytes:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", False):
             return None
-        decoder = json.loads(backend.to_str()).get("decoder") or {}
-        if decoder.get("type") != "ByteLevel":
+        if not isinstance(backend.decoder, decoders.ByteLevel):
             return None
-        alphabet = _byte_level_alphabet()
         vocab, added_tokens = backend.get_vocab(with_added_tokens=False), tokenizer.added_tokens_decoder
         table = [b""] * (max([len(tokenizer) - 1, *vocab.values(), *added_tokens]) + 1)
         for token, token_id in vocab.items():
             # a spelling outside the alphabet is taken as plain text, as the tokenizers library does
-            spelled = [alphabet.get(c) for c in token]
-            table[token_id] = token.encode() if None in spelled else bytes(spelled)
+            spelled = _ALPHABET.keys() >= set(token)
+            table[token_id] = token.translate(_AS_LATIN1).encode("latin-1") if spelled else token.encode()
         for token_id, added in added_tokens.items():
             table[token_id] = b"" if added.special else added.content.encode()
         return cls(table)
