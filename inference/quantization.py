@@ -8,7 +8,7 @@ back). Whether quality holds is decided by inference.quality_gate (docs/quality-
 
 - int8: symmetric, one scale per output channel (torch.ops.aten._weight_int8pack_mm).
 - int4: asymmetric, a scale and a zero point per group of INT4_GROUP_SIZE inputs of each output
-  channel (torch.ops.aten._weight_int4pack_mm_for_cpu).
+  channel (torch.ops.aten._weight_int4pack_mm_for_cpu); the output layer stays int8.
 
 A layer whose shape the kernels cannot take stays as it is (the kernels crash on some shapes
 instead of raising, so shapes are checked here first).
@@ -133,12 +133,14 @@ LAYERS = {"int8": Int8Linear, "int4": Int4Linear}
 
 
 def quantize_weights(model, kind):
-    """Replace the model's Linear layers (the output layer included) with `kind` ('int8' or 'int4')
-    ones, in place; returns how many were replaced. A tied input embedding keeps its own weights."""
-    layer_class = LAYERS[kind]
+    """Replace the model's Linear layers with `kind` ('int8' or 'int4') ones, in place; returns how
+    many were replaced. The output layer is int8 either way (as llama.cpp's 4-bit formats keep it
+    at 6 bits: with int4 there too, the gate failed). A tied input embedding keeps its own weights."""
+    output_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
     kept = []
     for name, linear in targets:
+        layer_class = Int8Linear if linear is output_layer else LAYERS[kind]
         if not layer_class.fits(linear):
             kept.append(name)
             continue

@@ -73,8 +73,9 @@ def quantized_and_reference(fp32_model, kind):
     dequantized values, in fp32)."""
     reference = copy.deepcopy(fp32_model)
     for module in reference.modules():
-        if isinstance(module, nn.Linear):
-            module.weight = nn.Parameter(dequantized_weight(kind, module.weight))
+        if isinstance(module, nn.Linear):  # the output layer is int8 in either kind
+            layer_kind = "int8" if module is reference.lm_head else kind
+            module.weight = nn.Parameter(dequantized_weight(layer_kind, module.weight))
     quantized = copy.deepcopy(fp32_model)
     assert quantize_weights(quantized, kind) == sum(isinstance(m, nn.Linear) for m in fp32_model.modules())
     return quantized, reference
@@ -84,8 +85,9 @@ def quantized_and_reference(fp32_model, kind):
 @torch.inference_mode()
 def test_the_quantized_model_stays_within_a_bound_of_its_dequantized_reference(fp32_model, kind):
     quantized, reference = quantized_and_reference(fp32_model, kind)
+    assert isinstance(quantized.model.layers[0].mlp.down_proj, Int8Linear if kind == "int8" else Int4Linear)
+    assert isinstance(quantized.lm_head, Int8Linear)
     # the output layer is tied to the input embedding: that embedding must keep the original weights
-    assert isinstance(quantized.lm_head, kind == "int8" and Int8Linear or Int4Linear)
     assert torch.equal(quantized.model.embed_tokens.weight, fp32_model.model.embed_tokens.weight)
     ids = torch.randint(0, fp32_model.config.vocab_size, (1, 48), generator=torch.Generator().manual_seed(1))
     logits, expected, original = (m(input_ids=ids).logits.float() for m in (quantized, reference, fp32_model))
@@ -121,7 +123,7 @@ def test_the_engine_decodes_a_quantized_model_as_generate_does(fp32_model, tiny_
 def test_load_engine_quantizes_on_request(tiny_model_dir):
     engine = load_engine(EngineConfig(model=str(tiny_model_dir), device="cpu", dtype="float32", quantize="int4"))
     try:
-        assert engine.name.endswith("(int4)") and isinstance(engine.model.lm_head, Int4Linear)
+        assert engine.name.endswith("(int4)") and isinstance(engine.model.model.layers[1].self_attn.k_proj, Int4Linear)
         assert engine.reply("Hello", SamplingParams(temperature=0, max_new_tokens=4)) is not None
     finally:
         engine.loop.close()
