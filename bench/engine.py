@@ -1,7 +1,7 @@
 """The engine alone (no Redis, no Django) against raw `generate` and transformers' `generate_batch`.
 
     python -m bench.engine [--levels 1,8,32,64,128] [--prompt-tokens 96] [--new-tokens 128]
-                           [--modes greedy,sampled] [--device auto] [--model-dir DIR] [--out FILE]
+                           [--modes greedy,sampled] [--device auto] [--quantize none] [--model-dir DIR] [--out FILE]
 
 N requests with prompts of `--prompt-tokens` tokens arrive at once; each generates exactly
 `--new-tokens` tokens (end-of-turn is ignored). For every N and mode it measures, in the
@@ -29,6 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Genera
 from inference import Engine, EngineConfig, SamplingParams
 from inference.device import resolve_device, resolve_dtype
 from inference.generation import ReplyStream
+from inference.quantization import quantize_weights, resolve_quantize
 
 SAMPLED = {"temperature": 0.7, "top_p": 0.95}
 
@@ -68,6 +69,7 @@ def params_for(mode, new_tokens):
 def run_engine(engine, batch, mode, new_tokens):
     streams = [ReplyStream(ids, params_for(mode, new_tokens)) for ids in batch]
     first_token, threads = [None] * len(streams), []
+    timings_before = dict(engine.loop.timings)
     started = time.perf_counter()
 
     def read(index, stream):
@@ -85,9 +87,13 @@ def run_engine(engine, batch, mode, new_tokens):
     tokens = sum(s.completion_tokens for s in streams)
     assert tokens == len(batch) * new_tokens, f"expected {len(batch) * new_tokens} tokens, got {tokens}"
     ttfts = sorted(t for t in first_token if t is not None)
+    # where a step's time went, in ms per step (schedule, forward, sample, stream: the loop's own timings)
+    steps = engine.loop.timings["steps"] - timings_before["steps"]
+    step_ms = {key.removesuffix("_s"): round((engine.loop.timings[key] - timings_before[key]) / steps * 1e3, 3)
+               for key in ("schedule_s", "forward_s", "sample_s", "stream_s")}
     return {"tok_s": round(tokens / wall, 1), "wall_s": round(wall, 3),
             "ttft_p50_s": round(statistics.median(ttfts), 3), "ttft_p95_s": round(_percentile(ttfts, 95), 3),
-            "ttft_max_s": round(ttfts[-1], 3)}
+            "ttft_max_s": round(ttfts[-1], 3), "steps": steps, "step_ms": step_ms}
 
 
 def run_generate(model, batch, mode, new_tokens):
@@ -127,6 +133,8 @@ def main():
     parser.add_argument("--systems", default="engine,generate,generate_batch")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--quantize", default="none", help="the engine's weights: none, int8, int4, auto "
+                        "(generate and generate_batch keep the unquantized model)")
     parser.add_argument("--prefill-tokens", type=int, default=None,
                         help="prompt tokens read per engine step (default: 8192 on a GPU, the engine's default on the CPU)")
     parser.add_argument("--model-dir", type=Path, default=None)
@@ -137,14 +145,18 @@ def main():
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     model, tokenizer, weights = load(args.model_dir or default_model_dir(), device, dtype)
-    baseline = copy.deepcopy(model)  # transformers' own attention, untouched by the engine's
+    quantize = resolve_quantize(args.quantize, device)
+    # transformers' own attention, untouched by the engine's
+    baseline = copy.deepcopy(model) if set(systems) - {"engine"} else None
+    if quantize != "none":
+        quantize_weights(model, quantize)
     prefill = args.prefill_tokens or (8192 if device.type == "cuda" else EngineConfig.prefill_chunk_tokens)
     engine = Engine(model, tokenizer, EngineConfig(
         device=str(device), max_batch_size=max(levels), prefill_chunk_tokens=prefill,
         max_cache_tokens=max(levels) * (args.prompt_tokens + args.new_tokens)), name="bench")
     engine.loop.stop_token_ids = frozenset()  # random weights make noise: generate exactly --new-tokens
     report = {"device": str(device), "device_name": _device_name(device), "dtype": str(dtype).removeprefix("torch."),
-              "weights": weights, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "quantize": quantize, "weights": weights, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "transformers": __import__("transformers").__version__, "prompt_tokens": args.prompt_tokens,
               "new_tokens": args.new_tokens, "prefill_tokens_per_step": prefill,
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "results": []}

@@ -217,7 +217,9 @@ CHAT_CONTEXT_WINDOW = _read("int", "CHAT_CONTEXT_WINDOW", 8192)  # 0: the model'
 CHAT_MAX_NEW_TOKENS = _positive("int", "CHAT_MAX_NEW_TOKENS", 512)  # default per reply
 CHAT_MAX_NEW_TOKENS_LIMIT = _positive("int", "CHAT_MAX_NEW_TOKENS_LIMIT", 4096)  # most a client may ask
 CHAT_DEFAULT_SYSTEM_PROMPT = _read("str", "CHAT_DEFAULT_SYSTEM_PROMPT", "You are a helpful assistant.")
-CHAT_QUANTIZE = _choice("CHAT_QUANTIZE", "none", ["none", "int8"])  # int8 failed the quality gate: see docs/
+# auto: weight-only integers on a CPU (inference.quantization.CPU_DEFAULT, the fastest setting that passed
+# the quality gate, docs/quality-gate.json), none on a GPU
+CHAT_QUANTIZE = _choice("CHAT_QUANTIZE", "auto", ["auto", "none", "int8", "int4"])
 CHAT_MAX_BATCH_SIZE = _positive("int", "CHAT_MAX_BATCH_SIZE", 16)  # replies decoded together per worker
 CHAT_MAX_CACHE_TOKENS = _positive("int", "CHAT_MAX_CACHE_TOKENS", 65536)  # KV-cache budget per worker
 CHAT_PREFILL_CHUNK_TOKENS = _positive("int", "CHAT_PREFILL_CHUNK_TOKENS", 256)  # long prompts read in chunks

@@ -11,7 +11,8 @@ class EngineConfig:
     model: str = DEFAULT_MODEL  # "default" (the packaged model), a Hugging Face id, or a folder
     device: str = "auto"  # "auto", "cpu" or "cuda:N"
     dtype: str = "auto"  # "auto" (bf16 on GPU, fp32 on CPU), "float32", "bfloat16", "float16"
-    quantize: str = "none"  # "int8": dynamic int8 Linear layers (CPU only); "none": keep dtype
+    quantize: str = "auto"  # "auto" (inference.quantization.CPU_DEFAULT on a CPU, "none" on a GPU), "none",
+    # "int8", "int4": weight-only integer Linear layers (CPU only)
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "chatsite" / "models")
     context_window: int = 0  # 0: the model's own maximum
     max_new_tokens_limit: int = 4096

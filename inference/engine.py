@@ -12,7 +12,7 @@ from .engine_loop import EngineLoop
 from .errors import EngineError
 from .generation import ReplyStream
 from .prompt import build_prompt
-from .quantization import check_quantize, quantize_int8
+from .quantization import quantize_weights, resolve_quantize
 from .sampling import SamplingParams, model_defaults, reply_request
 from .structured_output import StructuredOutput
 
@@ -21,7 +21,7 @@ def load_model(config):
     """Load the configured model and tokenizer, pinned to one device and dtype, in eval mode."""
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    check_quantize(config.quantize, device, dtype)
+    quantize = resolve_quantize(config.quantize, device)
     if config.model == DEFAULT_MODEL:
         source, name = packaged_model.ensure_converted(config.cache_dir), packaged_model.NAME
     else:
@@ -36,8 +36,9 @@ def load_model(config):
     model = model.to(device).eval()
     if device.type == "cpu":  # one thread per core this process may use (a container may allow fewer)
         torch.set_num_threads(min(torch.get_num_threads(), len(os.sched_getaffinity(0))))
-    if config.quantize == "int8":
-        model, name = quantize_int8(model), f"{name} (int8)"
+    if quantize != "none":
+        quantize_weights(model, quantize)
+        name = f"{name} ({quantize})"
     return model, tokenizer, name
 
 

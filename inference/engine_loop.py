@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from .detokenizer import IncrementalDetokenizer
+from .detokenizer import Detokenizers
 from .errors import EngineError
 from .model_runner import ModelRunner
 from .sampler import Row, TokenCounts, sample_step
@@ -40,8 +40,8 @@ class _Reply:
         self.stop_ids = frozenset(params.stop_token_ids)
         self.grammar = stream.grammar  # a structured reply's GrammarMatcher, or None
 
-    def start(self, tokenizer, device, counts):
-        self.detokenizer = IncrementalDetokenizer(tokenizer)
+    def start(self, detokenizers, device, counts):
+        self.detokenizer = detokenizers.new()
         self.generator_device = device
         if self.stream.params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(self.stream.params.seed)
@@ -62,6 +62,7 @@ class EngineLoop:
     def __init__(self, model, tokenizer, stop_token_ids, *, max_batch_size, max_cache_tokens, prefill_chunk_tokens,
                  slot_tokens, cuda_graphs="auto"):
         self.model, self.tokenizer, self.stop_token_ids = model, tokenizer, stop_token_ids
+        self.detokenizers = Detokenizers(tokenizer)  # its token -> bytes table is built once, here
         self.device = next(model.parameters()).device
         self.max_batch_size, self.slot_tokens, self.cuda_graphs = max_batch_size, slot_tokens, cuda_graphs
         self.scheduler = Scheduler(max_slots=max_batch_size, max_cache_tokens=max_cache_tokens,
@@ -191,7 +192,7 @@ class EngineLoop:
 
     def _start(self, reply):
         try:
-            reply.start(self.tokenizer, self.device, self.counts)
+            reply.start(self.detokenizers, self.device, self.counts)
             return True
         except Exception as exc:  # this reply cannot start; the others can
             log.exception("starting a reply failed")

@@ -57,17 +57,19 @@ def _devices():
 
 @pytest.fixture(scope="session", params=_devices())
 def tiny_engine(tiny_model_dir, request):
-    """The tiny model in fp32 on each device there is (the CPU; and the first GPU where one is)."""
+    """The tiny model in fp32 (unquantized) on each device there is (the CPU; and the first GPU where one is)."""
     from inference import EngineConfig, load_engine
 
-    return load_engine(EngineConfig(model=str(tiny_model_dir), device=request.param, dtype="float32"))
+    return load_engine(EngineConfig(model=str(tiny_model_dir), device=request.param, dtype="float32",
+                                    quantize="none"))
 
 
 @pytest.fixture(scope="session")
 def real_engine(default_model_dir, tmp_path_factory):
     from inference import EngineConfig, load_engine
 
-    return load_engine(EngineConfig(cache_dir=settings.CHAT_MODEL_CACHE, device="cpu", dtype="float32"))
+    return load_engine(EngineConfig(cache_dir=settings.CHAT_MODEL_CACHE, device="cpu", dtype="float32",
+                                    quantize="none"))
 
 
 @pytest.fixture

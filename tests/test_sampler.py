@@ -4,7 +4,7 @@ import math
 import torch
 
 from inference import SamplingParams
-from inference.sampler import sample_batch
+from inference.sampler import TOP_P_CANDIDATES, sample_batch
 
 
 def generator(seed):
@@ -82,3 +82,33 @@ def test_temperature_flattens_or_sharpens_the_distribution():
         share[temperature] = tokens.count(0) / 2000
     # p(top) = sigmoid(1 / T): 0.982 at T=0.25, 0.622 at T=2
     assert abs(share[0.25] - 0.982) < 0.02 and abs(share[2.0] - 0.622) < 0.05
+
+
+def test_a_seeded_row_draws_the_same_tokens_whichever_way_its_neighbours_are_drawn():
+    """On the CPU a row whose nucleus lies among the most likely tokens is drawn among them, and a
+    row whose nucleus is wider from the whole vocabulary: a neighbour's way must not change a row's."""
+    torch.manual_seed(5)
+    vocab = 4 * TOP_P_CANDIDATES
+    peaked = torch.randn(1, vocab)
+    peaked[0, :20] += 12
+    flat = torch.zeros(1, vocab)  # its nucleus at 0.9 holds 90% of the vocabulary
+    seeded = SamplingParams(temperature=0.8, top_p=0.9, seed=7)
+    alone = draw(peaked, [seeded], 7, 30)
+    g, beside_flat = generator(7), []
+    for step in range(30):
+        tokens, valid = sample_batch(torch.cat([flat, peaked]), [SamplingParams(temperature=1.0, top_p=0.9), seeded],
+                                     [generator(step), g])
+        assert all(valid) and tokens[0] >= 0
+        beside_flat.append(tokens[1])
+    assert beside_flat == alone and len(set(alone)) > 3
+
+
+def test_draws_among_the_candidates_follow_the_nucleus_probabilities():
+    logits = torch.full((1, 4 * TOP_P_CANDIDATES), -30.0)
+    logits[0, :3] = torch.tensor([0.6, 0.3, 0.1]).log()  # the nucleus at top_p 0.95: all three
+    rows = 1000
+    tokens, _ = sample_batch(logits.repeat(rows, 1), [SamplingParams(temperature=1.0, top_p=0.95)] * rows,
+                             [generator(row) for row in range(rows)])
+    assert set(tokens) == {0, 1, 2}
+    for k, expected in enumerate([0.6, 0.3, 0.1]):
+        assert abs(tokens.count(k) / rows - expected) < 4 * math.sqrt(expected * (1 - expected) / rows)

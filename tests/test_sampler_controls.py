@@ -212,3 +212,20 @@ def test_the_packaged_model_folder_carries_its_published_sampling(default_model_
 
     config = json.loads((default_model_dir / "generation_config.json").read_text())
     assert {name: config[name] for name in RECOMMENDED_SAMPLING} == RECOMMENDED_SAMPLING
+
+
+def test_top_p_applies_among_the_top_k_on_both_ways_of_drawing():
+    # [.35, .3, .2, .15]: top_k 2 leaves [.54, .46]; top_p 0.5 of that is the first token alone (without
+    # renormalizing it would keep two). The CPU draws among the most likely tokens, a GPU over the whole
+    # vocabulary (here called directly): both keep the same tokens.
+    from inference.sampler import _Cuts, _draw
+
+    logits = torch.tensor([[0.35, 0.3, 0.2, 0.15]]).log()
+    params = SamplingParams(temperature=1.0, top_k=2, top_p=0.5)
+    torch.manual_seed(0)
+    assert draws(logits, Row(params)) == {0}
+    whole = {int(_draw(logits, _Cuts([params], logits.device), torch.rand(1))[0][0]) for _ in range(200)}
+    assert whole == {0}
+    wider = SamplingParams(temperature=1.0, top_k=3, top_p=0.8, min_p=0.6)  # [.41, .35, .24]: min-p drops .24
+    assert draws(logits, Row(wider)) == {0, 1}
+    assert {int(_draw(logits, _Cuts([wider], logits.device), torch.rand(1))[0][0]) for _ in range(200)} == {0, 1}

@@ -17,6 +17,7 @@ def manage(*args, **env):
     ("DEBUG", "perhaps", "DEBUG"),
     ("CHAT_STALL_TIMEOUT", "-1", "CHAT_STALL_TIMEOUT: must be greater than 0"),
     ("CHAT_DTYPE", "int4", "CHAT_DTYPE"),
+    ("CHAT_QUANTIZE", "int3", "CHAT_QUANTIZE"),
     ("DATABASE_URL", "nonsense://x", "DATABASE_URL"),
 ])
 def test_a_bad_value_stops_start_up_naming_the_variable(name, value, says):
