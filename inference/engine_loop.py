@@ -36,6 +36,7 @@ class _Reply:
         self.generator = None  # seeded replies draw from their own generator
 
     def start(self, tokenizer, device):
+        self.stream.cached_tokens = self.sequence.reused_tokens
         self.detokenizer = IncrementalDetokenizer(tokenizer)
         if self.stream.params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(self.stream.params.seed)
@@ -99,7 +100,8 @@ class EngineLoop:
         with self._wake:
             running = self.scheduler.running
             return {"active": len(running), "prefilling": sum(not s.prompt_done for s in running),
-                    "waiting": len(self.scheduler.waiting), "cache_tokens": self.scheduler.reserved_tokens()}
+                    "waiting": len(self.scheduler.waiting), "cache_tokens": self.scheduler.reserved_tokens(),
+                    "prefix_cache": self.scheduler.cache_stats()}
 
     def _notify(self):
         with self._wake:
@@ -138,9 +140,9 @@ class EngineLoop:
             self._end_cancelled()
             plan = self.scheduler.schedule()
             self._update_positions()
-            for chunk in [c for c in plan.prefill if c.start == 0]:
-                if not self._start(chunk.sequence.owner):
-                    plan.prefill.remove(chunk)
+            for sequence in plan.admitted:
+                if not self._start(sequence.owner):
+                    plan.prefill = [c for c in plan.prefill if c.sequence is not sequence]
         if not plan:
             return
         try:
@@ -201,7 +203,8 @@ class EngineLoop:
 
     def _end(self, reply, reason=None, error=None):
         """Take the reply out of the scheduler and close its stream (called holding the lock)."""
-        self.scheduler.remove(reply.sequence)
+        # a failed reply's slot may hold anything (a forward that broke halfway): its cache goes
+        self.scheduler.remove(reply.sequence, keep_cache=error is None)
         if error is not None:
             reply.stream.fail(error)
         else:
