@@ -69,7 +69,7 @@ class Engine:
         max_new = min(params.max_new_tokens, max(1, self.context_window // 2))
         prompt_ids, dropped = build_prompt(
             self.tokenizer, messages, system=system,
-            context_window=self.context_window, max_new_tokens=max_new,
+            context_window=self.context_window, max_new_tokens=max_new, sampled=self.loop.sampled_replies,
         )
         stream = ReplyStream(prompt_ids, replace(params, max_new_tokens=max_new), dropped,
                              read_timeout=self.config.read_timeout)

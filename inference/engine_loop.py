@@ -20,6 +20,7 @@ from .detokenizer import IncrementalDetokenizer
 from .errors import EngineError
 from .model_runner import ModelRunner
 from .sampler import sample_batch
+from .prefix_cache import SampledReplies
 from .scheduler import Scheduler, Sequence
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class _Reply:
         self.sequence.token_ids = stream.token_ids  # one list: what the reader sees is what the model was fed
         self.detokenizer = None
         self.generator = None  # seeded replies draw from their own generator
+        self.text = []  # the pieces streamed, to remember which tokens make this text
 
     def start(self, tokenizer, device):
         self.stream.cached_tokens = self.sequence.reused_tokens
@@ -51,6 +53,7 @@ class EngineLoop:
         self.scheduler = Scheduler(max_slots=max_batch_size, max_cache_tokens=max_cache_tokens,
                                    prefill_tokens=prefill_chunk_tokens, slot_tokens=slot_tokens)
         self.runner = None  # built on first use: the KV cache is allocated then
+        self.sampled_replies = SampledReplies()  # read by the prompt builder (any thread)
         self._wake = threading.Condition()  # guards the scheduler; wakes the thread
         # where the loop's time goes (the forward is asynchronous on a GPU: its wait shows under sample)
         self.timings = {"steps": 0, "tokens": 0, "schedule_s": 0.0, "forward_s": 0.0, "sample_s": 0.0, "stream_s": 0.0}
@@ -189,7 +192,9 @@ class EngineLoop:
             raise EngineError("the model produced invalid numbers (NaN or infinity) for this reply")
         if token in self.stop_token_ids:
             return self._finish(reply, "stop")
-        stream.add_token(token, reply.detokenizer.add(token))
+        piece = reply.detokenizer.add(token)
+        reply.text.append(piece)
+        stream.add_token(token, piece)
         if stream.completion_tokens >= stream.params.max_new_tokens:
             self._finish(reply, "length")
 
@@ -197,7 +202,9 @@ class EngineLoop:
         """End the reply normally: the text its detokenizer still holds, then its finish reason."""
         tail = reply.detokenizer.flush() if reply.detokenizer else ""
         if tail:
+            reply.text.append(tail)
             reply.stream.push(tail)
+        self.sampled_replies.remember("".join(reply.text), reply.stream.token_ids)
         with self._wake:
             self._end(reply, reason=reason)
 

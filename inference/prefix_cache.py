@@ -9,6 +9,7 @@ scheduler decides with it (inference.scheduler). No torch here.
 """
 import collections
 import os
+import threading
 
 
 def common_prefix(a, b):
@@ -28,9 +29,11 @@ class IdleSlots:
         self._held[slot] = list(token_ids)
         self._held.move_to_end(slot)
 
-    def take(self, slot):
-        """Hand an idle slot over to a new reply (its contents go with it)."""
-        return self._held.pop(slot)
+    def take(self, slot, reused):
+        """Hand an idle slot over to a new reply that reuses its first `reused` tokens; whatever it
+        held beyond them is lost (counted as an eviction)."""
+        if len(self._held.pop(slot)) > reused:
+            self.stats["evictions"] += 1
 
     def evict_oldest(self, keep=None):
         """Drop the least recently used slot's contents (never `keep`); its number, or None if none."""
@@ -72,3 +75,31 @@ def best_match(prompt_ids, candidates):
         if length > best_length:
             best, best_length = slot, length
     return best, best_length
+
+
+class SampledReplies:
+    """The token ids each recent reply was sampled as, by its text (thread-safe, least recently
+    used dropped first). Re-tokenizing a reply's text does not always give the tokens the model
+    sampled; the next turn's prompt puts these back (inference.prompt), so that it still begins
+    with the keys and values its conversation's slot holds."""
+
+    def __init__(self, size=1024):
+        self.size = size
+        self._ids = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, text, token_ids):
+        if not text or not token_ids:
+            return
+        with self._lock:
+            self._ids[text] = tuple(token_ids)
+            self._ids.move_to_end(text)
+            while len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+
+    def get(self, text):
+        with self._lock:
+            ids = self._ids.get(text)
+            if ids is not None:
+                self._ids.move_to_end(text)
+            return ids

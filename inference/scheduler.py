@@ -155,7 +155,7 @@ class Scheduler:
         candidates = list(self.idle) + [(s.slot, s.cached_ids()) for s in self.running]
         source, length = best_match(sequence.prompt_ids, candidates)
         if source in self.idle and (length == len(self.idle.held(source)) or not self._free_slots):
-            self.idle.take(source)  # in place: what it holds beyond the match is overwritten
+            self.idle.take(source, length)  # in place: what it holds beyond the match is overwritten
             sequence.slot = source
         else:
             if not self._free_slots:
