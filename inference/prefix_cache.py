@@ -29,6 +29,10 @@ class IdleSlots:
         self._held[slot] = list(token_ids)
         self._held.move_to_end(slot)
 
+    def touch(self, slot):
+        """Mark an idle slot as just used (its prefix was copied for a new reply)."""
+        self._held.move_to_end(slot)
+
     def take(self, slot, reused):
         """Hand an idle slot over to a new reply that reuses its first `reused` tokens; whatever it
         held beyond them is lost (counted as an eviction)."""

@@ -163,6 +163,8 @@ class Scheduler:
             sequence.slot = self._free_slots.pop(0)
             if length:
                 plan.copies.append(Copy(source, sequence.slot, length))
+                if source in self.idle:
+                    self.idle.touch(source)  # a shared prefix (a system prompt) stays longest
         sequence.read = sequence.reused_tokens = length
         self.idle.record(length)
         # the budget counts what idle slots hold: drop the least recently used until it fits

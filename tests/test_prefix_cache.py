@@ -116,6 +116,19 @@ def test_eviction_drops_idle_slots_least_recently_used_and_never_a_running_reply
     assert list(policy.waiting) == [waiting] and policy.running == [running, newcomer] and 1 in policy.idle
 
 
+def test_a_slot_whose_prefix_was_just_copied_counts_as_recently_used():
+    policy = scheduler(max_slots=3)
+    system = fresh(30)
+    shared, other = Sequence(system + fresh(10), 10), Sequence(fresh(40), 10)
+    serve(policy, shared)  # slot 0, used before slot 1
+    serve(policy, other)
+    serve(policy, Sequence(system + fresh(5), 10))  # copies slot 0's system prompt into slot 2
+    newcomer = Sequence(fresh(20), 10)  # needs a slot: the least recently used is now slot 1
+    policy.add(newcomer)
+    policy.schedule()
+    assert newcomer.slot == 1 and 0 in policy.idle and 2 in policy.idle
+
+
 def test_a_failed_reply_empties_its_slot_and_a_cancelled_one_keeps_what_it_read():
     policy = scheduler(prefill_tokens=20)
     failed = Sequence(fresh(30), 10)
