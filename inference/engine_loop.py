@@ -204,7 +204,10 @@ class EngineLoop:
         if tail:
             reply.text.append(tail)
             reply.stream.push(tail)
-        self.sampled_replies.remember("".join(reply.text), reply.stream.token_ids)
+        text, ids = "".join(reply.text), list(reply.stream.token_ids)
+        if reply.stream.continues:  # the stored reply is the continued text and this one's
+            text, ids = reply.stream.continues[0] + text, list(reply.stream.continues[1]) + ids
+        self.sampled_replies.remember(text, ids)
         with self._wake:
             self._end(reply, reason=reason)
 

@@ -28,6 +28,7 @@ class ReplyStream:
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
         self.cached_tokens = 0  # prompt tokens whose keys and values were reused, not read
+        self.continues = None  # (text, token ids) at the prompt's end, of the reply this one continues
         self.token_ids = []  # the generated ids, end-of-turn token excluded
         self.finish_reason = None
         self.read_timeout = read_timeout

@@ -230,6 +230,18 @@ def test_regenerate_edit_and_continue_reuse_the_expected_prefix(tiny_engine):
     assert edit.token_ids == cold(tiny_engine, edit, engine)
 
 
+def test_the_turn_after_a_continued_reply_finds_the_whole_reply_in_the_cache(tiny_engine):
+    engine = engine_with(tiny_engine, max_batch_size=2)
+    history = [{"role": "user", "content": "list the planets " * 4}]
+    _, text = reply(engine, history)
+    continued, more = reply(engine, history + [{"role": "assistant", "content": text}])
+    # the worker stores the continued reply as one message: its text, then what the continuation said
+    history += [{"role": "assistant", "content": text + more}, {"role": "user", "content": "thanks"}]
+    after, _ = reply(engine, history)
+    assert after.cached_tokens >= continued.prompt_tokens + len(continued.token_ids) - 1
+    assert after.token_ids == cold(tiny_engine, after, engine)
+
+
 def test_under_pressure_every_reply_still_matches_its_cold_read(tiny_engine):
     engine = engine_with(tiny_engine, max_batch_size=2, max_cache_tokens=400)
     conversations = [user(f"conversation {n}: " + "story " * (5 + n)) for n in range(4)]
