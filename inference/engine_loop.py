@@ -3,9 +3,10 @@
 Each step: the scheduler (inference.scheduler) plans which replies decode and which prompt
 chunks are read; the model runner (inference.model_runner) executes the plan in one forward
 pass over a preallocated KV cache; the sampler (inference.sampler) picks every sampled row's
-next token at once; the loop streams them and tells the scheduler which replies ended. An ended reply's keys and
-values stay in its slot for a later prompt that begins the same way (inference.prefix_cache), and
-the loop remembers which tokens each reply's text was sampled as, for the prompt builder.
+next token at once; the loop streams them and tells the scheduler which replies ended. An
+ended reply's keys and values stay in its slot for a later prompt that begins the same way
+(inference.prefix_cache), and the loop remembers which tokens each reply's text was sampled as,
+for the prompt builder.
 
 Failures stay as small as they can: a reply that cannot start, or whose token cannot be
 handled, fails alone; a failed forward fails the replies in that step; only a bug kills the
