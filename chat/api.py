@@ -291,8 +291,11 @@ def _finish(reason):
 
 
 def _usage(done):
-    usage = done["usage"]
-    return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+    """OpenAI's usage: the prompt tokens the engine reused from its cache in prompt_tokens_details."""
+    usage = dict(done["usage"])
+    cached = usage.pop("cached_tokens", None) or 0
+    return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 @require_GET

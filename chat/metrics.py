@@ -58,13 +58,26 @@ class _ClusterCollector:
                                          labels=["worker"])
         replies = CounterMetricFamily("chat_worker_replies", "Replies the worker finished", labels=["worker", "finish_reason"])
         tokens = CounterMetricFamily("chat_worker_generated_tokens", "Tokens the worker generated", labels=["worker"])
+        lookups = CounterMetricFamily("chat_worker_prefix_cache_lookups",
+                                      "Replies admitted, by whether their prompt began with cached tokens",
+                                      labels=["worker", "result"])
+        reused = CounterMetricFamily("chat_worker_prefix_cache_reused_tokens",
+                                     "Prompt tokens taken from the KV cache instead of read", labels=["worker"])
+        evictions = CounterMetricFamily("chat_worker_prefix_cache_evictions",
+                                        "Cached replies dropped (wholly or beyond a match) to make room", labels=["worker"])
         for info in self.workers:
             active.add_metric([info["id"]], info.get("active", 0))
             waiting_here.add_metric([info["id"]], info.get("waiting", 0))
             tokens.add_metric([info["id"]], info.get("tokens", 0))
             for reason, count in info.get("replies", {}).items():
                 replies.add_metric([info["id"], reason], count)
-        yield from (active, waiting_here, replies, tokens)
+            cache = info.get("prefix_cache") or {}
+            if cache:
+                lookups.add_metric([info["id"], "hit"], cache.get("hits", 0))
+                lookups.add_metric([info["id"], "miss"], cache.get("misses", 0))
+                reused.add_metric([info["id"]], cache.get("reused_tokens", 0))
+                evictions.add_metric([info["id"]], cache.get("evictions", 0))
+        yield from (active, waiting_here, replies, tokens, lookups, reused, evictions)
 
 
 def exposition(queue_depth, workers):

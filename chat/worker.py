@@ -89,7 +89,13 @@ class InferenceWorker:
             "replies": dict(self.finished),
             "tokens": self.tokens,
             "ready": self.engine.loop.healthy(),  # /healthz counts only ready workers
+            "prefix_cache": self._prefix_cache_stats(),
         }
+
+    def _prefix_cache_stats(self):
+        """The engine's prompt-cache counters (an upstream engine has none)."""
+        stats = getattr(self.engine.loop, "stats", None)
+        return stats().get("prefix_cache", {}) if stats else {}
 
     async def _heartbeat(self):
         interval = settings.CHAT_WORKER_HEARTBEAT
@@ -269,7 +275,8 @@ class InferenceWorker:
             await finish_reply(message_id, content="".join(text), finish_reason=Message.FinishReason.ERROR,
                                error_detail=f"{failure}; the text so far is kept" if text else str(failure),
                                prompt_tokens=stream.prompt_tokens, completion_tokens=stream.completion_tokens,
-                               params=_used_params(stream, request), **self.provenance)
+                               cached_tokens=stream.cached_tokens, params=_used_params(stream, request),
+                               **self.provenance)
             return
         self.finished[stream.finish_reason] += 1
         self.tokens += stream.completion_tokens
@@ -277,13 +284,14 @@ class InferenceWorker:
                  stream.finish_reason, stream.completion_tokens, extra={
             "turn": request.get("turn"), "reply": message_id, "worker": self.id, "finish_reason": stream.finish_reason,
             "prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens,
-            "ttft_s": round(first_token_at - started, 3) if first_token_at else None})
+            "cached_tokens": stream.cached_tokens, "ttft_s": round(first_token_at - started, 3) if first_token_at else None})
         await finish_reply(
             message_id,
             content="".join(text),
             finish_reason=stream.finish_reason,
             prompt_tokens=stream.prompt_tokens,
             completion_tokens=stream.completion_tokens,
+            cached_tokens=stream.cached_tokens,  # prompt tokens the engine reused, not read
             time_to_first_token_ms=(first_token_at - started) * 1000 if first_token_at else None,
             generation_ms=(ended - started) * 1000,
             params=_used_params(stream, request),

@@ -77,13 +77,20 @@ class Engine:
         max_new = min(params.max_new_tokens, max(1, self.context_window // 2))
         prompt_ids, dropped = build_prompt(
             self.tokenizer, messages, system=system,
-            context_window=self.context_window, max_new_tokens=max_new,
+            context_window=self.context_window, max_new_tokens=max_new, sampled=self.loop.sampled_replies,
         )
         stream = ReplyStream(prompt_ids, replace(params, max_new_tokens=max_new), dropped,
                              read_timeout=self.config.read_timeout)
         if params.structure is not None:
             stream.grammar = self.structured_output.matcher(params.structure)
+        if messages[-1]["role"] == "assistant":  # a continued reply: its whole text is remembered as tokens
+            stream.continues = self._continued_tokens(prompt_ids, messages[-1]["content"])
         return self.loop.submit(stream)
+
+    def _continued_tokens(self, prompt_ids, text):
+        """(text, its tokens) where the prompt ends with the reply being continued, else None."""
+        ids = self.loop.sampled_replies.get(text) or self.tokenizer.encode(text, add_special_tokens=False)
+        return (text, tuple(ids)) if ids and tuple(prompt_ids[-len(ids):]) == tuple(ids) else None
 
     def reply(self, messages, params=None, system=None):
         return self.stream_reply(messages, params, system).text()

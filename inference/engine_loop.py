@@ -3,7 +3,10 @@
 Each step: the scheduler (inference.scheduler) plans which replies decode and which prompt
 chunks are read; the model runner (inference.model_runner) executes the plan in one forward
 pass over a preallocated KV cache; the sampler (inference.sampler) picks every sampled row's
-next token at once; the loop streams them and tells the scheduler which replies ended.
+next token at once; the loop streams them and tells the scheduler which replies ended. An
+ended reply's keys and values stay in its slot for a later prompt that begins the same way
+(inference.prefix_cache), and the loop remembers which tokens each reply's text was sampled as,
+for the prompt builder.
 
 Failures stay as small as they can: a reply that cannot start, or whose token cannot be
 handled, fails alone; a failed forward fails the replies in that step; only a bug kills the
@@ -19,6 +22,7 @@ import torch
 from .detokenizer import Detokenizers
 from .errors import EngineError
 from .model_runner import ModelRunner
+from .prefix_cache import SampledReplies
 from .sampler import Row, TokenCounts, sample_step
 from .scheduler import Scheduler, Sequence
 from .stop_strings import StopStrings
@@ -39,8 +43,10 @@ class _Reply:
         self.stop_strings = StopStrings(params.stop) if params.stop else None
         self.stop_ids = frozenset(params.stop_token_ids)
         self.grammar = stream.grammar  # a structured reply's GrammarMatcher, or None
+        self.text = []  # the pieces streamed, to remember which tokens make this text
 
     def start(self, detokenizers, device, counts):
+        self.stream.cached_tokens = self.sequence.reused_tokens
         self.detokenizer = detokenizers.new()
         self.generator_device = device
         if self.stream.params.seed is not None:
@@ -70,6 +76,7 @@ class EngineLoop:
         self.runner = None  # built on first use: the KV cache is allocated then
         text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.counts = TokenCounts(max_batch_size, text_config.vocab_size, self.device)  # for penalties
+        self.sampled_replies = SampledReplies()  # read by the prompt builder (any thread)
         self._wake = threading.Condition()  # guards the scheduler; wakes the thread
         # where the loop's time goes (the forward is asynchronous on a GPU: its wait shows under sample)
         self.timings = {"steps": 0, "tokens": 0, "schedule_s": 0.0, "forward_s": 0.0, "sample_s": 0.0, "stream_s": 0.0}
@@ -119,7 +126,8 @@ class EngineLoop:
         with self._wake:
             running = self.scheduler.running
             return {"active": len(running), "prefilling": sum(not s.prompt_done for s in running),
-                    "waiting": len(self.scheduler.waiting), "cache_tokens": self.scheduler.reserved_tokens()}
+                    "waiting": len(self.scheduler.waiting), "cache_tokens": self.scheduler.reserved_tokens(),
+                    "prefix_cache": self.scheduler.cache_stats()}
 
     def _notify(self):
         with self._wake:
@@ -158,9 +166,9 @@ class EngineLoop:
             self._end_cancelled()
             plan = self.scheduler.schedule()
             self._update_positions()
-            for chunk in [c for c in plan.prefill if c.start == 0]:
-                if not self._start(chunk.sequence.owner):
-                    plan.prefill.remove(chunk)
+            for sequence in plan.admitted:
+                if not self._start(sequence.owner):
+                    plan.prefill = [c for c in plan.prefill if c.sequence is not sequence]
         if not plan:
             return
         try:
@@ -211,6 +219,7 @@ class EngineLoop:
         piece = reply.detokenizer.add(token)
         if reply.stop_strings is not None:
             piece = reply.stop_strings.feed(piece)
+        reply.text.append(piece)
         stream.add_token(token, piece, logprobs)
         if reply.stop_strings is not None and reply.stop_strings.stopped:
             self._finish(reply, "stop")
@@ -224,13 +233,20 @@ class EngineLoop:
         if reply.stop_strings is not None:
             tail = reply.stop_strings.feed(tail) + reply.stop_strings.flush()
         if tail:
+            reply.text.append(tail)
             reply.stream.push(tail)
+        text, ids = "".join(reply.text), list(reply.stream.token_ids)
+        if reply.stream.continues:  # the stored reply is the continued text and this one's
+            text, ids = reply.stream.continues[0] + text, list(reply.stream.continues[1]) + ids
+        if reply.stop_strings is None or not reply.stop_strings.stopped:  # else its tokens say more than its text
+            self.sampled_replies.remember(text, ids)
         with self._wake:
             self._end(reply, reason=reason)
 
     def _end(self, reply, reason=None, error=None):
         """Take the reply out of the scheduler and close its stream (called holding the lock)."""
-        self.scheduler.remove(reply.sequence)
+        # a failed reply's slot may hold anything (a forward that broke halfway): its cache goes
+        self.scheduler.remove(reply.sequence, keep_cache=error is None)
         if error is not None:
             reply.stream.fail(error)
         else:

@@ -27,6 +27,8 @@ class ReplyStream:
         self.dropped_messages = dropped_messages
         self.prompt_tokens = len(prompt_ids)
         self.completion_tokens = 0
+        self.cached_tokens = 0  # prompt tokens whose keys and values were reused, not read
+        self.continues = None  # (text, token ids) at the prompt's end, of the reply this one continues
         self.token_ids = []  # the generated ids, end-of-turn token excluded
         self.logprobs = []  # per generated token, when params.logprobs: (logprob, [(token id, logprob)])
         self.finish_reason = None

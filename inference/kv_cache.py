@@ -1,7 +1,8 @@
 """The batch's KV cache: preallocated keys and values, one row (slot) per running reply.
 
 A reply takes a free slot when it is admitted and gives it back when it ends; nothing is
-copied when the batch changes. One extra row (`scratch`) takes the writes of the padding rows
+copied when the batch changes. A slot keeps an ended reply's keys and values for a later prompt
+that begins the same way (inference.prefix_cache), which reuses them in place or copies them. One extra row (`scratch`) takes the writes of the padding rows
 of fixed-shape decode steps (inference.static_decode). A slot holds `capacity` positions; capacity starts small and
 doubles (one copy, a handful of times in a process's life) when a reply needs more, up to
 `max_capacity` (the engine's context window), so memory follows the longest reply served.
@@ -38,6 +39,12 @@ class SlotCache:
                 tensors[layer] = self._empty(capacity)
                 tensors[layer][:, :, : self.capacity] = old
         self.capacity = capacity
+
+    def copy(self, source, target, length):
+        """Copy the keys and values of positions [0, length) from slot `source` to slot `target`."""
+        for tensors in (self.keys, self.values):
+            for layer in tensors:
+                layer[target, :, :length] = layer[source, :, :length]
 
     def write(self, layer, keys, values, slots, positions):
         """Store one forward's new keys/values ([1, kv_heads, tokens, head_dim]) at (slot, position) per token."""

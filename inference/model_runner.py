@@ -45,6 +45,8 @@ class ModelRunner:
         """One forward for the plan. Returns (sequences, logits): the sequences that sample now and
         their logits, one row each. Advances each chunk's sequence past the prompt tokens read."""
         decode, chunks = plan.decode, plan.prefill
+        for copy in plan.copies:  # reused prefixes, before anything this step writes
+            self.cache.copy(copy.source, copy.target, copy.length)
         if not chunks and self.static_decode is not None:
             self.cache.ensure_capacity(max(s.cached_tokens + 1 for s in decode))
             try:

@@ -9,11 +9,20 @@ reserves its prompt plus every token it may generate when it is admitted, so the
 never overflow mid-reply and nothing is ever preempted: a reply that does not fit waits at
 the head of the line (nobody overtakes it), and one that could never fit is refused when it
 is added. No torch here: the model runner executes the plan.
+
+Prompt caching (inference.prefix_cache): a reply that ends leaves its slot's keys and values in
+place (idle), and a new reply starts from the longest prefix of its prompt that any slot holds,
+idle or running. It takes an idle slot over in place when that slot holds nothing beyond the match
+(the next turn of its conversation), or when no empty slot is left; otherwise the plan copies the
+matched rows into a slot of its own (`Plan.copies`, done before the forward), so that the source
+keeps serving its own conversation. Idle contents count against the KV budget and are dropped,
+least recently used first, when a slot or budget is needed; a running reply's never are.
 """
 import collections
 from dataclasses import dataclass, field
 
 from .errors import EngineError
+from .prefix_cache import IdleSlots, best_match
 
 
 class Sequence:
@@ -26,6 +35,7 @@ class Sequence:
         self.read = 0  # prompt tokens already in the cache
         self.token_ids = []  # tokens sampled so far
         self.slot = None  # cache row, while admitted
+        self.reused_tokens = 0  # prompt tokens found in the cache when it was admitted (not read)
 
     @property
     def prompt_tokens(self):
@@ -44,6 +54,13 @@ class Sequence:
     def prompt_done(self):
         return self.read >= self.prompt_tokens
 
+    def cached_ids(self):
+        """The token ids whose keys and values its slot holds, in order."""
+        count = self.cached_tokens
+        if count <= self.prompt_tokens:
+            return self.prompt_ids[:count]
+        return self.prompt_ids + self.token_ids[: count - self.prompt_tokens]
+
 
 @dataclass
 class Chunk:
@@ -59,9 +76,20 @@ class Chunk:
 
 
 @dataclass
+class Copy:
+    """Copy the keys and values of positions [0, length) of slot `source` into slot `target`."""
+
+    source: int
+    target: int
+    length: int
+
+
+@dataclass
 class Plan:
     decode: list = field(default_factory=list)  # sequences that feed their last sampled token
     prefill: list = field(default_factory=list)  # Chunks of prompts
+    admitted: list = field(default_factory=list)  # sequences that start in this step
+    copies: list = field(default_factory=list)  # Copies, in order, before the forward
 
     @property
     def tokens(self):
@@ -79,7 +107,8 @@ class Scheduler:
         self.slot_tokens = slot_tokens  # longest reply one cache row holds (None: no limit)
         self.waiting = collections.deque()
         self.running = []  # admitted, in admission order
-        self._free_slots = list(range(max_slots))
+        self._free_slots = list(range(max_slots))  # slots that hold nothing
+        self.idle = IdleSlots()  # slots that hold an ended reply's keys and values
 
     def add(self, sequence):
         """Queue a sequence, or refuse one that could never fit (EngineError)."""
@@ -89,12 +118,17 @@ class Scheduler:
             raise EngineError(f"this reply needs {needed} tokens of KV cache; the budget is {limit}")
         self.waiting.append(sequence)
 
-    def remove(self, sequence):
-        """Forget a sequence (finished, cancelled or failed) and free its slot and reservation."""
+    def remove(self, sequence, keep_cache=True):
+        """Forget a sequence (finished, cancelled or failed) and free its reservation. Its slot keeps
+        what the cache holds of it for later prompts, unless keep_cache is False (a failed forward
+        may have left anything there): then the slot is emptied."""
         if sequence in self.running:
             self.running.remove(sequence)
-            self._free_slots.append(sequence.slot)
-            self._free_slots.sort()  # lowest rows first keeps the batch's rows dense
+            held = sequence.cached_ids() if keep_cache else []
+            if held:
+                self.idle.keep(sequence.slot, held)
+            else:
+                self._free(sequence.slot)
             sequence.slot = None
         elif sequence in self.waiting:
             self.waiting.remove(sequence)
@@ -110,14 +144,41 @@ class Scheduler:
                 budget -= self._chunk(plan, sequence, budget)
         while budget > 0 and self.admissible() > 0:
             sequence = self.waiting.popleft()
-            sequence.slot = self._free_slots.pop(0)
+            self._place(sequence, plan)
             self.running.append(sequence)
+            plan.admitted.append(sequence)
             budget -= self._chunk(plan, sequence, budget)
         return plan
 
+    def _place(self, sequence, plan):
+        """Give an admitted sequence a slot, starting from the longest cached prefix of its prompt."""
+        candidates = list(self.idle) + [(s.slot, s.cached_ids()) for s in self.running]
+        source, length = best_match(sequence.prompt_ids, candidates)
+        if source in self.idle and (length == len(self.idle.held(source)) or not self._free_slots):
+            self.idle.take(source, length)  # in place: what it holds beyond the match is overwritten
+            sequence.slot = source
+        else:
+            if not self._free_slots:
+                self._free(self.idle.evict_oldest(keep=source))
+            sequence.slot = self._free_slots.pop(0)
+            if length:
+                plan.copies.append(Copy(source, sequence.slot, length))
+                if source in self.idle:
+                    self.idle.touch(source)  # a shared prefix (a system prompt) stays longest
+        sequence.read = sequence.reused_tokens = length
+        self.idle.record(length)
+        # the budget counts what idle slots hold: drop the least recently used until it fits
+        while self.reserved_tokens() + self.idle.tokens() > self.max_cache_tokens and len(self.idle):
+            self._free(self.idle.evict_oldest())
+
+    def _free(self, slot):
+        self._free_slots.append(slot)
+        self._free_slots.sort()  # lowest rows first keeps the batch's rows dense
+
     def admissible(self):
-        """How many waiting sequences, from the head of the line, fit now (slots and KV budget)."""
-        free, reserved, count = len(self._free_slots), self.reserved_tokens(), 0
+        """How many waiting sequences, from the head of the line, fit now (slots and KV budget).
+        Idle slots count as free: their contents give way to a waiting reply."""
+        free, reserved, count = len(self._free_slots) + len(self.idle), self.reserved_tokens(), 0
         for sequence in self.waiting:
             if count >= free or reserved + sequence.reserved_tokens > self.max_cache_tokens:
                 break  # first come, first served: nobody overtakes the head of the line
@@ -132,6 +193,10 @@ class Scheduler:
 
     def reserved_tokens(self):
         return sum(s.reserved_tokens for s in self.running)
+
+    def cache_stats(self):
+        """Prompt-cache counters (hits, misses, reused_tokens, evictions) and what idle slots hold now."""
+        return {**self.idle.stats, "idle_slots": len(self.idle), "idle_tokens": self.idle.tokens()}
 
     def __len__(self):
         return len(self.waiting) + len(self.running)

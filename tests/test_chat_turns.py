@@ -44,6 +44,25 @@ async def test_the_second_turn_reaches_the_model_with_the_first(worker, engine):
     await socket.disconnect()
 
 
+async def test_the_second_turn_reuses_the_first_turns_cache_and_done_says_how_much(worker, engine):
+    from chat.metrics import exposition
+
+    socket = await connect(await new_guest())
+    first = await send_turn(socket, "My name is Ada.", max_new_tokens=8)
+    assert first[-1]["usage"]["cached_tokens"] == 0
+    second = await send_turn(socket, "What is my name?", conversation=first[0]["conversation"], max_new_tokens=8)
+    usage = second[-1]["usage"]
+    # its prompt begins with the first turn's prompt and reply, which the engine kept
+    assert usage["cached_tokens"] >= first[-1]["usage"]["prompt_tokens"] + 7 and usage["cached_tokens"] < usage["prompt_tokens"]
+    assert engine.streams[-1].cached_tokens == usage["cached_tokens"]
+    info = worker.info()
+    assert info["prefix_cache"]["hits"] >= 1 and info["prefix_cache"]["reused_tokens"] >= usage["cached_tokens"]
+    text = exposition((0, 0), [info]).decode()
+    assert f'chat_worker_prefix_cache_lookups_total{{result="hit",worker="{worker.id}"}}' in text
+    assert f'chat_worker_prefix_cache_reused_tokens_total{{worker="{worker.id}"}}' in text
+    await socket.disconnect()
+
+
 async def test_tokens_are_coalesced_into_fewer_frames_on_a_fast_model(worker, settings):
     settings.CHAT_TOKEN_FLUSH_INTERVAL = 0.5
     socket = await connect(await new_guest())

@@ -164,3 +164,15 @@ def test_a_field_the_server_does_not_support_is_refused_by_name(api_stack, api_k
                                         messages=[{"role": "user", "content": "Hi"}], **extra)
         name = next(iter(extra.get("extra_body", extra)))
         assert refused.value.body["param"] == name and name in refused.value.body["message"]
+
+
+def test_a_follow_up_call_reports_the_prompt_tokens_read_from_the_cache(api_stack, api_key):
+    api = client(api_stack, api_key)
+    messages = [{"role": "system", "content": "You answer questions about a long text. " * 20},
+                {"role": "user", "content": "First question?"}]
+    first = api.chat.completions.create(model="default", messages=messages, max_tokens=4, temperature=0)
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "Second question?"}]
+    second = api.chat.completions.create(model="default", messages=messages, max_tokens=4, temperature=0)
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert first.usage.prompt_tokens < cached < second.usage.prompt_tokens

@@ -78,7 +78,27 @@ def test_a_long_conversation_is_cut_in_a_few_renders_not_one_per_dropped_turn(to
     assert len(ids) <= 900 and dropped > 500
     text = tokenizer.decode(ids)
     assert text.split("<|im_start|>")[2].startswith("user") and "the newest question" in text
-    # It keeps about as much as fits: the turn pair before the kept part would not have fitted too.
-    one_more = [{"role": "system", "content": "Be brief."}] + conversation(300)[dropped - 2:]
-    rendered = real(one_more, add_generation_prompt=True, tokenize=False)
-    assert len(tokenizer(rendered, add_special_tokens=False)["input_ids"]) > 900
+    # It cuts in blocks of about half the window (500 tokens here), so it keeps more than the
+    # budget less one block: the block before the kept part would not have fitted too.
+    assert len(ids) > 900 - 500 - 50
+
+
+def test_a_growing_conversation_is_cut_in_large_steps_so_each_prompt_begins_with_the_last(tokenizer):
+    """Turn after turn in a small window, the prompt mostly begins with the previous prompt and its
+    reply (so the engine reuses its cache); the cut moves rarely, and by a block at a time."""
+    window, max_new = 1000, 100
+    attachment = "\n".join(f"row {n}, value {n * n}" for n in range(40))  # as chat.attachments puts it in front
+    messages, previous, breaks, drops = [], None, 0, set()
+    for n in range(40):
+        content = f"[file data.csv]\n{attachment}\n[end of file]\n\nquestion {n}" if n == 0 else f"question {n}"
+        messages.append({"role": "user", "content": content})
+        ids, dropped = build_prompt(tokenizer, messages, system="Be brief.", context_window=window,
+                                    max_new_tokens=max_new)
+        assert len(ids) + max_new <= window
+        if previous is not None and ids[: len(previous)] != previous:
+            breaks += 1
+        drops.add(dropped)
+        reply = f"answer {n}: " + "word " * 25
+        previous = ids + tokenizer.encode(reply, add_special_tokens=False)
+        messages.append({"role": "assistant", "content": reply})
+    assert 0 < breaks <= 5 and len(drops) == breaks + 1  # dropped only in a few large steps

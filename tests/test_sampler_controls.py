@@ -152,6 +152,9 @@ def test_a_stop_string_split_across_tokens_ends_the_reply_before_it(tiny_engine,
     stream = tiny_engine.stream_reply(user("tell me a story"), SamplingParams(**{**params.as_dict(), "stop": [stop]}))
     assert stream.text() == text[: text.index(stop)]
     assert stream.finish_reason == "stop"
+    # its sampled tokens run past its text (into the stop string): the next prompt must not use them for it
+    assert tiny_engine.loop.sampled_replies.get(text[: text.index(stop)]) is None
+    assert tiny_engine.loop.sampled_replies.get(text) is not None  # a reply that ended otherwise is remembered
 
 
 def test_stop_token_ids_and_min_tokens(tiny_engine, seeded_text):

@@ -1,12 +1,18 @@
 """The scheduling policy on its own: no model, no torch, only plans."""
+import itertools
+
 import pytest
 
 from inference import EngineError
 from inference.scheduler import Scheduler, Sequence
 
 
+_next_token = itertools.count(1)
+
+
 def sequence(prompt_tokens, max_new_tokens=10):
-    return Sequence([0] * prompt_tokens, max_new_tokens)
+    """A prompt of tokens no other test sequence has: it shares no prefix with them."""
+    return Sequence([next(_next_token) for _ in range(prompt_tokens)], max_new_tokens)
 
 
 def scheduler(**overrides):
