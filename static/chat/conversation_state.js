@@ -83,6 +83,8 @@ export function replyStats(item) {
   if (!tokens) return null;
   const stats = { tokens };
   if (typeof item.tokens_per_second === "number" && item.tokens_per_second > 0) stats.rate = item.tokens_per_second;
+  const cached = item.usage.cached_tokens; // prompt tokens the engine reused from its cache (done only)
+  if (Number.isInteger(cached) && cached > 0) stats.cached = cached;
   return stats;
 }
 

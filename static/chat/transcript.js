@@ -329,6 +329,7 @@ function statsSuffix(message) {
   const tokens = message.stats.tokens;
   const parts = [`${tokens} ${tokens === 1 ? "token" : "tokens"}`];
   if (message.stats.rate) parts.push(`${message.stats.rate.toFixed(1)} tok/s`);
+  if (message.stats.cached) parts.push(`${message.stats.cached.toLocaleString("en")} prompt tokens from cache`);
   return " " + parts.join(" · ");
 }
 

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 
 import {
   beginTurn, codePointLength, connectionLost, connectionOpened, createState, currentGenerating,
-  dropCodePoints, messageState, openConversation, receive,
+  dropCodePoints, messageState, openConversation, receive, replyStats,
 } from "../conversation_state.js";
 
 const C = 7; // the conversation most tests use
@@ -374,4 +374,12 @@ describe("the rest of the frames", () => {
     assert.deepEqual(receive(state, { type: "from_the_future", conversation: C }), []);
     assert.deepEqual(summary(state), [[1, "user", "q"]]);
   });
+});
+
+
+test("a reply's statistics carry the prompt tokens read from the engine's cache", () => {
+  assert.deepEqual(replyStats({ usage: { prompt_tokens: 3400, completion_tokens: 16, cached_tokens: 3380 },
+    tokens_per_second: 9.5 }), { tokens: 16, rate: 9.5, cached: 3380 });
+  assert.deepEqual(replyStats({ usage: { prompt_tokens: 40, completion_tokens: 16, cached_tokens: 0 } }), { tokens: 16 });
+  assert.deepEqual(replyStats({ usage: { prompt_tokens: 40, completion_tokens: 16 } }), { tokens: 16 });
 });
