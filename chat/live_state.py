@@ -3,7 +3,8 @@
 - ConversationHistory: the hot context of each conversation, namespaced per owner, trimmed,
   rebuilt from the database whenever Redis has lost it.
 - LiveReply: the state of a reply being generated: partial text (so a reloaded page can show
-  it), a liveness key whose expiry means "the worker is gone", and a cancel flag.
+  it), a liveness key whose expiry means "the worker is gone", a cancel flag, and which worker
+  serves it (so that a request claimed from a worker thought dead is never served twice).
 - Worker heartbeats (each names the model it serves), read by /healthz, /status, /v1/models and
   before handing out a turn.
 """
@@ -105,6 +106,7 @@ class LiveReply:
     def __init__(self, message_id):
         prefix = f"chat:reply:{message_id}"
         self.alive_key, self.text_key, self.cancel_key = f"{prefix}:alive", f"{prefix}:text", f"{prefix}:cancel"
+        self.server_key = f"{prefix}:server"  # the worker serving it: one at a time, whatever the queue says
 
     async def keep_alive(self, seconds):
         await redis_client().set(self.alive_key, "1", ex=max(1, int(seconds + 0.999)))
@@ -132,11 +134,32 @@ class LiveReply:
     async def end(self):
         await redis_client().delete(self.alive_key, self.text_key)
 
+    async def take_serving(self, worker_id, seconds):
+        """Hold this reply for `worker_id` for `seconds` (again: prolong it). False when another worker
+        holds it: that one serves it, and this one must leave the reply alone."""
+        return bool(await redis_client().eval(_TAKE_IF_FREE_OR_MINE, 1, self.server_key, worker_id,
+                                              max(1, int(seconds + 0.999))))
+
+    async def release_serving(self, worker_id):
+        await redis_client().eval(_DELETE_IF_MINE, 1, self.server_key, worker_id)
+
     async def request_cancel(self):
         await redis_client().set(self.cancel_key, "1", ex=3600)
 
     async def cancel_requested(self):
         return bool(await redis_client().exists(self.cancel_key))
+
+
+_TAKE_IF_FREE_OR_MINE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+_DELETE_IF_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 async def take_window_slot(key, limit, window, member=None):
