@@ -298,7 +298,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return await admission.admit_turn(self.owner, self._address(), conversation_id, start, *args)
 
     def _address(self):
-        return (self.scope.get("client") or ["unknown"])[0]
+        return admission.socket_client_address(self.scope)  # the same rule as HTTP's
 
     async def _announce_turn(self, conversation_id, user_message, reply_id, replaces=None, continues=None):
         event = {"type": "chat.turn", "conversation": conversation_id, "reply": reply_id}
