@@ -81,3 +81,20 @@ def test_one_address_trying_many_accounts_meets_the_looser_per_address_cap(db, c
         assert login_from("192.0.2.60", f"user{n}", "guess").status_code == 200
     refused = login_from("192.0.2.60", "user99", "guess")
     assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize("proxy_headers, accepted", [(True, True), (False, False)])
+async def test_behind_a_tls_proxy_a_socket_from_the_https_page_is_accepted(proxy_headers, accepted, clean_redis,
+                                                                           settings):
+    """daphne runs without --proxy-headers (it would trust the client's X-Forwarded-For entry), so the
+    socket's scheme is plain ws behind the proxy: the origin check reads X-Forwarded-Proto instead."""
+    from channels.testing import WebsocketCommunicator
+
+    from chatsite.asgi import application
+
+    settings.CHAT_PROXY_HEADERS = proxy_headers
+    socket = WebsocketCommunicator(application, "/ws/chat/", headers=[
+        (b"origin", b"https://localhost"), (b"host", b"localhost"), (b"x-forwarded-proto", b"https")])
+    assert (await socket.connect())[0] is accepted
+    if accepted:
+        await socket.disconnect()
