@@ -80,7 +80,8 @@ class InferenceWorker:
         return {
             "id": self.id,
             "model": self.engine.name,
-            "device": str(self.engine.device),
+            # announced to /status and /healthz, which anyone may read: an upstream's URL stays out
+            "device": getattr(self.engine, "public_device", None) or str(self.engine.device),
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "started": self.started,
             "active": sum(1 for s in streams if not s.queue_position),
