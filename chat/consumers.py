@@ -114,7 +114,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation, user_message, reply = await self._admit(
             conversation_id, turns.start_turn, conversation_id, content, params, files, chosen)
         await ConversationHistory(self.owner.key, conversation.pk).append(
-            user_message.pk, "user", attachments.prompt_content(content, files))
+            user_message.pk, "user", content, files=bool(files))  # the files stay in the database only
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk})
         await self._announce_turn(conversation.pk, user_message, reply.pk)

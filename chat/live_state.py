@@ -1,7 +1,9 @@
 """The one place that talks to Redis directly (the channel layer aside).
 
 - ConversationHistory: the hot context of each conversation, namespaced per owner, trimmed,
-  rebuilt from the database whenever Redis has lost it.
+  rebuilt from the database whenever Redis has lost it. It holds what was typed; a message's
+  attached files (up to CHAT_MAX_ATTACHMENT_CHARS each) stay in the database only, marked
+  `"files": true` here, and are read from there when the worker builds the prompt.
 - LiveReply: the state of a reply being generated: partial text (so a reloaded page can show
   it), a liveness key whose expiry means "the worker is gone", a cancel flag, and which worker
   serves it (so that a request claimed from a worker thought dead is never served twice).
@@ -51,12 +53,19 @@ class ConversationHistory:
         self.conversation_id = conversation_id
 
     async def messages(self):
-        """[{id, role, content}] of the active messages, oldest first."""
+        """[{id, role, content, files?}] of the active messages, oldest first (content: the typed text)."""
         r = redis_client()
         raw = await r.lrange(self.key, 0, -1)
         if raw:
             return [json.loads(item) for item in raw]
         return await self.rebuild()
+
+    async def prompt_messages(self):
+        """[{role, content}] as the model reads them: each message with its files in front (chat.attachments)."""
+        messages = await self.messages()
+        with_files = [m["id"] for m in messages if m.get("files")]
+        files = await _load_attachments(with_files) if with_files else {}
+        return [{"role": m["role"], "content": _prompt_content(m["content"], files.get(m["id"]))} for m in messages]
 
     async def rebuild(self):
         rows = await _load_active_messages(self.conversation_id, settings.CHAT_HISTORY_MAX_MESSAGES)
@@ -69,11 +78,13 @@ class ConversationHistory:
             await pipe.execute()
         return rows
 
-    async def append(self, message_id, role, content):
+    async def append(self, message_id, role, content, files=False):
+        """Add a message (its typed text; `files`: it has attachments, which stay in the database)."""
         r = redis_client()
         if await r.exists(self.key):
+            entry = {"id": message_id, "role": role, "content": content, **({"files": True} if files else {})}
             async with r.pipeline(transaction=True) as pipe:
-                pipe.rpush(self.key, json.dumps({"id": message_id, "role": role, "content": content}))
+                pipe.rpush(self.key, json.dumps(entry))
                 pipe.ltrim(self.key, -settings.CHAT_HISTORY_MAX_MESSAGES, -1)
                 pipe.expire(self.key, settings.CHAT_HISTORY_TTL)  # idle conversations leave Redis
                 await pipe.execute()
@@ -86,7 +97,6 @@ class ConversationHistory:
 
 @database_sync_to_async
 def _load_active_messages(conversation_id, limit):
-    from .attachments import prompt_content
     from .models import Message
 
     rows = (
@@ -97,9 +107,22 @@ def _load_active_messages(conversation_id, limit):
         .order_by("-id")
         .values("id", "role", "content", "attachments")[:limit]
     )
-    # The prompt reads each message with its attached files in front (chat.attachments).
-    return [{"id": row["id"], "role": row["role"], "content": prompt_content(row["content"], row["attachments"])}
-            for row in reversed(list(rows))]
+    return [{"id": row["id"], "role": row["role"], "content": row["content"],
+             **({"files": True} if row["attachments"] else {})} for row in reversed(list(rows))]
+
+
+@database_sync_to_async
+def _load_attachments(message_ids):
+    """{message id: [{name, content}]} of these messages' files."""
+    from .models import Message
+
+    return dict(Message.objects.filter(pk__in=message_ids).values_list("id", "attachments"))
+
+
+def _prompt_content(content, attachments):
+    from .attachments import prompt_content  # chat.attachments imports chat.turns, which imports this module
+
+    return prompt_content(content, attachments)
 
 
 class LiveReply:

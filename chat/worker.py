@@ -248,8 +248,7 @@ class InferenceWorker:
         log.info("turn taken reply=%s worker=%s", message_id, self.id,
                  extra={"turn": request.get("turn"), "reply": message_id, "worker": self.id})
         started = time.monotonic()
-        messages = await ConversationHistory(request["owner"], request["conversation"]).messages()
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        messages = await ConversationHistory(request["owner"], request["conversation"]).prompt_messages()
         if prefix:
             messages.append({"role": "assistant", "content": prefix})
         try:
