@@ -45,15 +45,23 @@ def get_owned(owner, conversation_id):
     return conversation
 
 
+def take_owner_lock(owner):
+    """Inside a transaction: wait for, then hold until it ends, the owner's lock, so that the owner's
+    changes that check what is generating (starting a turn, switching versions) pass one at a time.
+    SQLite's IMMEDIATE transactions hold the database's write lock already; PostgreSQL takes a
+    per-owner advisory lock."""
+    if connection.vendor == "postgresql":
+        lock_id = int.from_bytes(hashlib.blake2b(owner.key.encode(), digest_size=8).digest(), "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+
+
 def refuse_if_busy(owner, conversation_id=None):
     """Inside a turn's transaction: `busy` if the owner has as many replies generating as allowed,
     or one in this conversation. Turns of one owner pass here one at a time (SQLite's IMMEDIATE
     transactions hold the write lock already; PostgreSQL takes a per-owner advisory lock), so two
     tabs cannot both start a reply."""
-    if connection.vendor == "postgresql":
-        lock_id = int.from_bytes(hashlib.blake2b(owner.key.encode(), digest_size=8).digest(), "big", signed=True)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+    take_owner_lock(owner)
     generating = generating_replies(owner)
     in_conversation = conversation_id is not None and generating_replies(owner, conversation_id)
     if len(generating) >= settings.CHAT_MAX_TURNS_IN_FLIGHT or in_conversation:
