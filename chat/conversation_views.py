@@ -131,14 +131,15 @@ def share(request, conversation_id):
 @never_cache
 @require_GET
 def shared(request, token):
-    """The read-only page of a shared conversation: its active branch, rendered on the server."""
-    conversation = sharing.shared_conversation(token)
-    if conversation is None:
+    """The read-only page of a shared conversation: its active branch when shared, rendered on the server."""
+    link = sharing.shared_link(token)
+    if link is None:
         raise Http404("this link does not exist or was revoked")
-    # A reply still generating is left out: the page shows what is finished.
+    conversation = link.conversation
+    # What was finished when it was shared (chat.sharing), not what came after.
     messages = [{"role": m.role, "content": m.content, "html": render_markdown(m.content) if m.role == "assistant" else "",
                  "finish_reason": m.finish_reason}
-                for m in conversation.active_messages() if not m.generating]
+                for m in link.shown_messages()]
     response = render(request, "chat/shared.html", {"conversation": conversation, "messages": messages})
     # The token is the key: never sent on to other sites, never indexed.
     response["Referrer-Policy"] = "no-referrer"

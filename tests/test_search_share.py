@@ -230,6 +230,25 @@ def test_a_shared_link_shows_the_active_branch_read_only_until_revoked(db):
     assert new_link["token"] != link["token"]
 
 
+def test_a_share_is_a_snapshot_until_it_is_shared_again(db):
+    alice, alice_client = signed_in("alice")
+    conversation = conversation_of(alice, "Snap", "first question", "first answer")
+    link = alice_client.post(f"/conversations/{conversation.pk}/share").json()
+    answer = conversation.messages.get(content="first answer")
+    answer.content += " and more, continued later"  # a reply continued after sharing
+    answer.save()
+    Message.objects.create(conversation=conversation, role="user", content="a later private question")
+    Message.objects.create(conversation=conversation, role="assistant", content="a later answer", finish_reason="stop")
+    html = Client().get(f"/shared/{link['token']}").content.decode()
+    assert "first question" in html and "first answer" in html
+    assert "continued later" not in html and "later private question" not in html and "a later answer" not in html
+
+    again = alice_client.post(f"/conversations/{conversation.pk}/share").json()
+    assert again["token"] == link["token"]  # the same link, showing the conversation as it is now
+    html = Client().get(f"/shared/{link['token']}").content.decode()
+    assert "continued later" in html and "later private question" in html and "a later answer" in html
+
+
 def test_unknown_tokens_and_other_users_get_404(db):
     alice, _ = signed_in("alice")
     _, bob_client = signed_in("bob")
