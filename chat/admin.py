@@ -7,7 +7,7 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
-from django.http import Http404, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -126,7 +126,7 @@ def export_fine_tuning(modeladmin, request, queryset):
 
 
 def _download(content, content_type, filename):
-    response = HttpResponse(content, content_type=content_type)
+    response = StreamingHttpResponse(content, content_type=content_type)  # never whole in memory
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 
-from chat import search
+from chat import conversation_export, search
 from chat.conversation_export import MAX_IMPORT_BYTES
 from chat.models import Conversation, Message, Owner, ShareLink
 from tests.chat_support import connect, new_guest, owner_key_of, receive_until
@@ -138,21 +138,24 @@ def test_export_then_import_then_export_gives_the_same_messages(db):
     first.save(update_fields=["attachments"])
 
     exported = alice_client.get(f"/conversations/{original.pk}/export.json")
-    assert exported.status_code == 200 and "attachment" in exported["Content-Disposition"]
-    data = json.loads(exported.content)
+    assert exported.status_code == 200 and "attachment" in exported["Content-Disposition"] and exported.streaming
+    body = b"".join(exported.streaming_content)
+    data = json.loads(body)
+    assert {k: v for k, v in data.items() if k != "exported"} == {  # streamed, the same document
+        k: v for k, v in conversation_export.as_json(original).items() if k != "exported"}
     assert [m["content"] for m in data["messages"]] == [m.content for m in original.active_messages()]
 
-    imported = bob_client.post("/conversations/import", exported.content, content_type="application/json")
+    imported = bob_client.post("/conversations/import", body, content_type="application/json")
     assert imported.status_code == 201, imported.content
     copy = Conversation.objects.get(pk=imported.json()["conversation"])
     assert copy.owner.key == bob.key and copy.pk != original.pk and copy.title == "Round trip"
-    again = json.loads(bob_client.get(f"/conversations/{copy.pk}/export.json").content)
+    again = json.loads(b"".join(bob_client.get(f"/conversations/{copy.pk}/export.json").streaming_content))
     assert again["messages"] == data["messages"] and again["title"] == data["title"]
     assert again["messages"][0]["attachments"] == [{"name": "notes.py", "content": "print('hi')\n"}]
 
     markdown = alice_client.get(f"/conversations/{original.pk}/export.md")
     assert markdown["Content-Type"].startswith("text/markdown")
-    assert markdown.content.decode().startswith("# Round trip\n\n## User\n\nFile: notes.py\n```\nprint('hi')\n```\n\n"
+    assert b"".join(markdown.streaming_content).decode().startswith("# Round trip\n\n## User\n\nFile: notes.py\n```\nprint('hi')\n```\n\n"
                                                 "Hello **there**")
 
 
