@@ -106,6 +106,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "chat.session_expiry.SlidingSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -168,7 +169,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = LOGOUT_REDIRECT_URL = "/"
-SESSION_COOKIE_AGE = 60 * 60 * 24 * 365
+# A session (a guest's identity, a sign-in) lasts CHAT_SESSION_DAYS after its last visit
+# (chat.session_expiry renews it at most once a day), not a year after it began.
+SESSION_COOKIE_AGE = 24 * 3600 * _positive("int", "CHAT_SESSION_DAYS", 30)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
