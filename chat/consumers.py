@@ -324,11 +324,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.timings[reply.pk] = metrics.TurnTiming()
 
     async def _rejoin_group(self):
+        """Every REJOIN_INTERVAL: re-join the user's group, unless the user was deactivated meanwhile."""
+        from django.contrib.auth import get_user_model
+        from django.db import DatabaseError
+
+        active = get_user_model().objects.filter(pk=self.owner.user_id, is_active=True).exists
         while True:
             await asyncio.sleep(REJOIN_INTERVAL)
             try:
+                if self.owner.user_id and not await _db(active)():  # deactivated (or deleted): it may not go on
+                    await self.send_json({"type": "error", "code": "auth_required",
+                                          "detail": "your account was deactivated; sign in again"})
+                    await self.close(code=4401)
+                    return
                 await self.channel_layer.group_add(self.group, self.channel_name)
-            except (RedisError, OSError):
+            except (RedisError, OSError, DatabaseError):
                 log.warning("could not re-join the group of %s; trying again later", self.owner.key)
 
 
