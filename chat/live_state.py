@@ -157,14 +157,16 @@ class LiveReply:
     async def end(self):
         await redis_client().delete(self.alive_key, self.text_key)
 
-    async def take_serving(self, worker_id, seconds):
-        """Hold this reply for `worker_id` for `seconds` (again: prolong it). False when another worker
-        holds it: that one serves it, and this one must leave the reply alone."""
-        return bool(await redis_client().eval(_TAKE_IF_FREE_OR_MINE, 1, self.server_key, worker_id,
-                                              max(1, int(seconds + 0.999))))
+    async def take_serving(self, worker_id, entry_id, seconds):
+        """Hold this reply for `worker_id` serving request `entry_id`, for `seconds` (again: prolong it).
+        False when another worker holds it for the same request: that one serves it, and this one must
+        leave the reply alone. A hold for an earlier request of the reply (a continue reuses the reply)
+        is a leftover and gives way."""
+        return bool(await redis_client().eval(_TAKE_IF_FREE_OR_MINE, 1, self.server_key, f"{entry_id} {worker_id}",
+                                              f"{entry_id} ", max(1, int(seconds + 0.999))))
 
-    async def release_serving(self, worker_id):
-        await redis_client().eval(_DELETE_IF_MINE, 1, self.server_key, worker_id)
+    async def release_serving(self, worker_id, entry_id):
+        await redis_client().eval(_DELETE_IF_MINE, 1, self.server_key, f"{entry_id} {worker_id}")
 
     async def request_cancel(self):
         await redis_client().set(self.cancel_key, "1", ex=3600)
@@ -175,8 +177,8 @@ class LiveReply:
 
 _TAKE_IF_FREE_OR_MINE = """
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if holder and holder ~= ARGV[1] and string.sub(holder, 1, #ARGV[2]) == ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1
 """
 _DELETE_IF_MINE = """

@@ -42,6 +42,7 @@ class InferenceWorker:
         self.layer = get_channel_layer()
         self.replies = {}  # message id -> (request, ReplyStream or None while the prompt is built)
         self.streaming = set()  # message ids whose first piece has gone out
+        self.entries = {}  # message id -> the queue entry of the request being served
         self.lost = set()  # message ids another worker holds now (this one was thought dead): left alone
         self.absent_since = {}  # other workers seen without a heartbeat: id -> since when (monotonic)
         self.started = time.time()
@@ -111,14 +112,15 @@ class InferenceWorker:
         (this one was missing for longer than the grace period, so its replies were adopted) means
         the reply is the other's now: stop generating it and touch nothing of it."""
         for message_id, (_, stream) in list(self.replies.items()):
-            if message_id not in self.lost and not await self._take_serving(message_id):
+            entry_id = self.entries.get(message_id)
+            if entry_id and message_id not in self.lost and not await self._take_serving(message_id, entry_id):
                 log.warning("reply %s is served by another worker now; dropping it here", message_id)
                 self.lost.add(message_id)
                 if stream is not None:
                     stream.cancel()
 
-    async def _take_serving(self, message_id):
-        return await LiveReply(message_id).take_serving(self.id, settings.CHAT_WORKER_HEARTBEAT * 3)
+    async def _take_serving(self, message_id, entry_id):
+        return await LiveReply(message_id).take_serving(self.id, entry_id, settings.CHAT_WORKER_HEARTBEAT * 3)
 
     async def _restart_engine_if_dead(self):
         """An unhealthy engine (its loop thread died; an upstream server stopped answering) is
@@ -156,6 +158,7 @@ class InferenceWorker:
 
     def _start(self, entry_id, request):
         self.replies[request["message"]] = (request, None)  # counted against the batch at once
+        self.entries[request["message"]] = entry_id
         task = asyncio.create_task(self._serve(entry_id, request))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -171,7 +174,7 @@ class InferenceWorker:
         orphans = await request_queue.claim_from_dead_workers(self.id, expiry, model=self.engine.name,
                                                               grace_seconds=expiry, absent_since=self.absent_since)
         for entry_id, request in orphans:
-            if not await self._take_serving(request["message"]):
+            if not await self._take_serving(request["message"], entry_id):
                 log.warning("reply %s is still served by its worker; not taking it over", request["message"])
                 await request_queue.acknowledge(entry_id, self.engine.name)
                 continue
@@ -181,7 +184,7 @@ class InferenceWorker:
                                    finish_reason=Message.FinishReason.ERROR,
                                    error_detail="the worker generating this reply stopped; the text so far is kept")
                 await request_queue.acknowledge(entry_id, self.engine.name)
-                await LiveReply(request["message"]).release_serving(self.id)
+                await LiveReply(request["message"]).release_serving(self.id, entry_id)
             else:
                 log.info("taking over request for reply %s from a stopped worker", request["message"])
                 self._start(entry_id, request)
@@ -199,7 +202,7 @@ class InferenceWorker:
         try:
             for attempt in range(3):
                 try:
-                    if not await self._take_serving(message_id):  # another worker has it: its reply
+                    if not await self._take_serving(message_id, entry_id):  # another worker has it: its reply
                         log.warning("reply %s is served by another worker; dropping its request", message_id)
                         self.lost.add(message_id)
                     elif await still_generating(message_id):  # not already ended (stopped, or timed out)
@@ -225,8 +228,9 @@ class InferenceWorker:
             self.room.set()
             await request_queue.acknowledge(entry_id, self.engine.name)
             if message_id not in self.lost:
-                await LiveReply(message_id).release_serving(self.id)
+                await LiveReply(message_id).release_serving(self.id, entry_id)
             self.lost.discard(message_id)
+            self.entries.pop(message_id, None)
 
     async def _tell_queued(self, request, position):
         await LiveReply(request["message"]).keep_alive(settings.CHAT_STALL_TIMEOUT)

@@ -173,3 +173,17 @@ async def test_a_request_not_yet_started_claimed_from_a_live_worker_is_generated
     await socket.disconnect()
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def test_a_replys_hold_is_per_request_so_a_continue_is_not_blocked_by_the_last_generations(clean_redis):
+    from chat.live_state import LiveReply
+
+    reply = LiveReply(7)
+    assert await reply.take_serving("worker-a", "1-0", 30)
+    assert await reply.take_serving("worker-a", "1-0", 30)  # prolonged by its holder
+    assert not await reply.take_serving("worker-b", "1-0", 30)  # the same request: worker-a serves it
+    assert await reply.take_serving("worker-b", "2-0", 30)  # a later request of the reply (a continue)
+    await reply.release_serving("worker-a", "1-0")  # not its hold any more: nothing happens
+    assert not await reply.take_serving("worker-c", "2-0", 30)
+    await reply.release_serving("worker-b", "2-0")
+    assert await reply.take_serving("worker-c", "2-0", 30)
