@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
 
-from . import api_limits, request_queue, turns
+from . import api_limits, client_address, request_queue, turns
 from .lifecycle import abandoned_detail, fail_if_abandoned
 from .live_state import release_window_slot, take_window_slot
 from .models import GUEST_SESSION_KEY, guest_key
@@ -32,9 +32,14 @@ async def admit_guest(session, address):
 
 
 def http_client_address(request):
-    """The address the per-address limits count an HTTP request against (X-Forwarded-For only
-    when CHAT_PROXY_HEADERS lets daphne use it)."""
-    return request.META.get("REMOTE_ADDR") or "unknown"
+    """The key the per-address limits count an HTTP request against (chat.client_address: our proxy's
+    X-Forwarded-For entry, an IPv6 client's /64)."""
+    return client_address.of_http(request)
+
+
+def socket_client_address(scope):
+    """The same key for a WebSocket connection."""
+    return client_address.of_scope(scope)
 
 
 def too_many_requests(detail, retry_after):

@@ -114,7 +114,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         conversation, user_message, reply = await self._admit(
             conversation_id, turns.start_turn, conversation_id, content, params, files, chosen)
         await ConversationHistory(self.owner.key, conversation.pk).append(
-            user_message.pk, "user", attachments.prompt_content(content, files))
+            user_message.pk, "user", content, files=bool(files))  # the files stay in the database only
         await self.send_json({"type": "ack", "conversation": conversation.pk, "message": user_message.pk,
                               "reply": reply.pk})
         await self._announce_turn(conversation.pk, user_message, reply.pk)
@@ -301,7 +301,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return await admission.admit_turn(self.owner, self._address(), conversation_id, start, *args)
 
     def _address(self):
-        return (self.scope.get("client") or ["unknown"])[0]
+        return admission.socket_client_address(self.scope)  # the same rule as HTTP's
 
     async def _announce_turn(self, conversation_id, user_message, reply_id, replaces=None, continues=None):
         event = {"type": "chat.turn", "conversation": conversation_id, "reply": reply_id}
@@ -327,11 +327,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.timings[reply.pk] = metrics.TurnTiming()
 
     async def _rejoin_group(self):
+        """Every REJOIN_INTERVAL: re-join the user's group, unless the user was deactivated meanwhile."""
+        from django.contrib.auth import get_user_model
+        from django.db import DatabaseError
+
+        active = get_user_model().objects.filter(pk=self.owner.user_id, is_active=True).exists
         while True:
             await asyncio.sleep(REJOIN_INTERVAL)
             try:
+                if self.owner.user_id and not await _db(active)():  # deactivated (or deleted): it may not go on
+                    await self.send_json({"type": "error", "code": "auth_required",
+                                          "detail": "your account was deactivated; sign in again"})
+                    await self.close(code=4401)
+                    return
                 await self.channel_layer.group_add(self.group, self.channel_name)
-            except (RedisError, OSError):
+            except (RedisError, OSError, DatabaseError):
                 log.warning("could not re-join the group of %s; trying again later", self.owner.key)
 
 

@@ -47,26 +47,40 @@ def message_record(message):
 
 def as_json(conversation):
     """The export as a dict (json.dumps it): the title and the active branch's messages, in order."""
-    return {
-        "format": FORMAT,
-        "version": VERSION,
-        "title": str(conversation),
-        "model": conversation.model_name,
-        "exported": timezone.now().isoformat(),
-        "messages": [message_record(m) for m in conversation.active_messages()],
-    }
+    return {**as_json_header(conversation), "messages": [message_record(m) for m in conversation.active_messages()]}
+
+
+def as_json_header(conversation):
+    return {"format": FORMAT, "version": VERSION, "title": str(conversation), "model": conversation.model_name,
+            "exported": timezone.now().isoformat()}
 
 
 def as_markdown(conversation):
     """The active branch as a Markdown document: the title, then each message under its speaker."""
-    parts = [f"# {_one_line(str(conversation))}", ""]
-    for message in conversation.active_messages():
+    return "".join(markdown_parts(conversation))
+
+
+def markdown_parts(conversation):
+    """as_markdown's text, a message at a time (the page's export streams it)."""
+    yield f"# {_one_line(str(conversation))}\n\n"
+    for message in conversation.active_messages().iterator(chunk_size=100):
         speaker = "User" if message.role == Message.Role.USER else "Assistant"
-        parts += [f"## {speaker}", ""]
+        parts = [f"## {speaker}", ""]
         if message.attachments:
             parts += [attachments.prompt_content("", message.attachments).rstrip(), ""]
         parts += [message.content.rstrip() or "*(empty)*", ""]
-    return "\n".join(parts)
+        yield "\n".join(parts) + "\n"
+
+
+def json_parts(conversation):
+    """json.dumps(as_json(conversation), indent=2)'s document, a message at a time (the page's export
+    streams it; the messages are read in chunks, never all at once)."""
+    head = as_json_header(conversation)
+    yield json.dumps(head, ensure_ascii=False, indent=2)[:-2] + ',\n  "messages": ['
+    for index, message in enumerate(conversation.active_messages().iterator(chunk_size=100)):
+        record = json.dumps(message_record(message), ensure_ascii=False, indent=2).replace("\n", "\n    ")
+        yield ("," if index else "") + "\n    " + record
+    yield "\n  ]\n}"
 
 
 def _one_line(text):

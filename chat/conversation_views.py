@@ -4,14 +4,13 @@ and the read-only shared page. docs/protocol.md ("HTTP endpoints of the page") l
 The caller is identified as on the socket: the signed-in user, or the guest kept in the session.
 Someone else's conversation answers 404, exactly as one that does not exist.
 """
-import json
 import logging
 import re
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -54,8 +53,8 @@ def _filename(conversation, extension):
     return f"{stem}-{conversation.pk}.{extension}"
 
 
-def _attachment(body, content_type, filename):
-    response = HttpResponse(body, content_type=content_type)
+def _attachment(parts, content_type, filename):
+    response = StreamingHttpResponse(parts, content_type=content_type)  # a message at a time
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -64,7 +63,7 @@ def _attachment(body, content_type, filename):
 @require_GET
 def export_markdown(request, conversation_id):
     _, conversation = _owned(request, conversation_id)
-    return _attachment(conversation_export.as_markdown(conversation), "text/markdown; charset=utf-8",
+    return _attachment(conversation_export.markdown_parts(conversation), "text/markdown; charset=utf-8",
                        _filename(conversation, "md"))
 
 
@@ -72,8 +71,8 @@ def export_markdown(request, conversation_id):
 @require_GET
 def export_json(request, conversation_id):
     _, conversation = _owned(request, conversation_id)
-    body = json.dumps(conversation_export.as_json(conversation), ensure_ascii=False, indent=2)
-    return _attachment(body, "application/json; charset=utf-8", _filename(conversation, "json"))
+    return _attachment(conversation_export.json_parts(conversation), "application/json; charset=utf-8",
+                       _filename(conversation, "json"))
 
 
 @require_POST
@@ -131,14 +130,15 @@ def share(request, conversation_id):
 @never_cache
 @require_GET
 def shared(request, token):
-    """The read-only page of a shared conversation: its active branch, rendered on the server."""
-    conversation = sharing.shared_conversation(token)
-    if conversation is None:
+    """The read-only page of a shared conversation: its active branch when shared, rendered on the server."""
+    link = sharing.shared_link(token)
+    if link is None:
         raise Http404("this link does not exist or was revoked")
-    # A reply still generating is left out: the page shows what is finished.
+    conversation = link.conversation
+    # What was finished when it was shared (chat.sharing), not what came after.
     messages = [{"role": m.role, "content": m.content, "html": render_markdown(m.content) if m.role == "assistant" else "",
                  "finish_reason": m.finish_reason}
-                for m in conversation.active_messages() if not m.generating]
+                for m in link.shown_messages()]
     response = render(request, "chat/shared.html", {"conversation": conversation, "messages": messages})
     # The token is the key: never sent on to other sites, never indexed.
     response["Referrer-Policy"] = "no-referrer"

@@ -1,5 +1,6 @@
 """What reviewers take out of the admin: every message with its provenance (CSV, JSONL), and the
-conversations' active branches in the chat fine-tuning shape."""
+conversations' active branches in the chat fine-tuning shape. Each export is produced piece by piece
+(the admin streams it): conversations and messages are read in chunks, never all at once."""
 import csv
 import io
 import json
@@ -15,9 +16,9 @@ MESSAGE_FIELDS = [
 
 def message_rows(conversations):
     """One dict per message of each conversation, superseded ones included (marked so)."""
-    for conversation in conversations.select_related("user").prefetch_related("messages"):
+    for conversation in conversations.select_related("user").order_by("pk").iterator(chunk_size=100):
         owner = str(conversation.user) if conversation.user_id else f"guest:{conversation.guest_key[:8]}"
-        for message in conversation.messages.all():
+        for message in conversation.messages.order_by("id").iterator(chunk_size=500):
             row = {"conversation": conversation.pk, "title": conversation.title, "owner": owner,
                    "conversation_model": conversation.model_name,
                    "reviewed": conversation.reviewed_at.isoformat() if conversation.reviewed_at else "",
@@ -28,6 +29,7 @@ def message_rows(conversations):
 
 
 def as_csv(conversations):
+    """The CSV, a line (a message) at a time."""
     buffer = io.StringIO()
     writer = None
     for row in message_rows(conversations):
@@ -35,7 +37,9 @@ def as_csv(conversations):
             writer = csv.DictWriter(buffer, fieldnames=list(row))
             writer.writeheader()
         writer.writerow({k: spreadsheet_safe(json.dumps(v) if isinstance(v, dict) else v) for k, v in row.items()})
-    return buffer.getvalue()
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
 
 
 def spreadsheet_safe(value):
@@ -47,7 +51,8 @@ def spreadsheet_safe(value):
 
 
 def as_jsonl(rows):
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    """JSON lines, a row at a time."""
+    return (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def fine_tuning_example(conversation):
@@ -62,7 +67,7 @@ def fine_tuning_example(conversation):
 
 
 def fine_tuning_examples(conversations):
-    for conversation in conversations.order_by("pk"):
+    for conversation in conversations.order_by("pk").iterator(chunk_size=100):
         example = fine_tuning_example(conversation)
         if example is not None:
             yield example

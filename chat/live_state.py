@@ -1,9 +1,12 @@
 """The one place that talks to Redis directly (the channel layer aside).
 
 - ConversationHistory: the hot context of each conversation, namespaced per owner, trimmed,
-  rebuilt from the database whenever Redis has lost it.
+  rebuilt from the database whenever Redis has lost it. It holds what was typed; a message's
+  attached files (up to CHAT_MAX_ATTACHMENT_CHARS each) stay in the database only, marked
+  `"files": true` here, and are read from there when the worker builds the prompt.
 - LiveReply: the state of a reply being generated: partial text (so a reloaded page can show
-  it), a liveness key whose expiry means "the worker is gone", and a cancel flag.
+  it), a liveness key whose expiry means "the worker is gone", a cancel flag, and which worker
+  serves it (so that a request claimed from a worker thought dead is never served twice).
 - Sliding windows (rate limits; an API key's tokens per minute).
 - Worker heartbeats (each names the model it serves), read by /healthz, /status, /v1/models and
   before handing out a turn.
@@ -51,12 +54,19 @@ class ConversationHistory:
         self.conversation_id = conversation_id
 
     async def messages(self):
-        """[{id, role, content}] of the active messages, oldest first."""
+        """[{id, role, content, files?}] of the active messages, oldest first (content: the typed text)."""
         r = redis_client()
         raw = await r.lrange(self.key, 0, -1)
         if raw:
             return [json.loads(item) for item in raw]
         return await self.rebuild()
+
+    async def prompt_messages(self):
+        """[{role, content}] as the model reads them: each message with its files in front (chat.attachments)."""
+        messages = await self.messages()
+        with_files = [m["id"] for m in messages if m.get("files")]
+        files = await _load_attachments(with_files) if with_files else {}
+        return [{"role": m["role"], "content": _prompt_content(m["content"], files.get(m["id"]))} for m in messages]
 
     async def rebuild(self):
         rows = await _load_active_messages(self.conversation_id, settings.CHAT_HISTORY_MAX_MESSAGES)
@@ -69,11 +79,13 @@ class ConversationHistory:
             await pipe.execute()
         return rows
 
-    async def append(self, message_id, role, content):
+    async def append(self, message_id, role, content, files=False):
+        """Add a message (its typed text; `files`: it has attachments, which stay in the database)."""
         r = redis_client()
         if await r.exists(self.key):
+            entry = {"id": message_id, "role": role, "content": content, **({"files": True} if files else {})}
             async with r.pipeline(transaction=True) as pipe:
-                pipe.rpush(self.key, json.dumps({"id": message_id, "role": role, "content": content}))
+                pipe.rpush(self.key, json.dumps(entry))
                 pipe.ltrim(self.key, -settings.CHAT_HISTORY_MAX_MESSAGES, -1)
                 pipe.expire(self.key, settings.CHAT_HISTORY_TTL)  # idle conversations leave Redis
                 await pipe.execute()
@@ -86,7 +98,6 @@ class ConversationHistory:
 
 @database_sync_to_async
 def _load_active_messages(conversation_id, limit):
-    from .attachments import prompt_content
     from .models import Message
 
     rows = (
@@ -97,15 +108,29 @@ def _load_active_messages(conversation_id, limit):
         .order_by("-id")
         .values("id", "role", "content", "attachments")[:limit]
     )
-    # The prompt reads each message with its attached files in front (chat.attachments).
-    return [{"id": row["id"], "role": row["role"], "content": prompt_content(row["content"], row["attachments"])}
-            for row in reversed(list(rows))]
+    return [{"id": row["id"], "role": row["role"], "content": row["content"],
+             **({"files": True} if row["attachments"] else {})} for row in reversed(list(rows))]
+
+
+@database_sync_to_async
+def _load_attachments(message_ids):
+    """{message id: [{name, content}]} of these messages' files."""
+    from .models import Message
+
+    return dict(Message.objects.filter(pk__in=message_ids).values_list("id", "attachments"))
+
+
+def _prompt_content(content, attachments):
+    from .attachments import prompt_content  # chat.attachments imports chat.turns, which imports this module
+
+    return prompt_content(content, attachments)
 
 
 class LiveReply:
     def __init__(self, message_id):
         prefix = f"chat:reply:{message_id}"
         self.alive_key, self.text_key, self.cancel_key = f"{prefix}:alive", f"{prefix}:text", f"{prefix}:cancel"
+        self.server_key = f"{prefix}:server"  # the worker serving it: one at a time, whatever the queue says
 
     async def keep_alive(self, seconds):
         await redis_client().set(self.alive_key, "1", ex=max(1, int(seconds + 0.999)))
@@ -135,6 +160,17 @@ class LiveReply:
         generation; the reply's next one, a Continue, starts unstopped)."""
         await redis_client().delete(self.alive_key, self.text_key, self.cancel_key)
 
+    async def take_serving(self, worker_id, entry_id, seconds):
+        """Hold this reply for `worker_id` serving request `entry_id`, for `seconds` (again: prolong it).
+        False when another worker holds it for the same request: that one serves it, and this one must
+        leave the reply alone. A hold for an earlier request of the reply (a continue reuses the reply)
+        is a leftover and gives way."""
+        return bool(await redis_client().eval(_TAKE_IF_FREE_OR_MINE, 1, self.server_key, f"{entry_id} {worker_id}",
+                                              f"{entry_id} ", max(1, int(seconds + 0.999))))
+
+    async def release_serving(self, worker_id, entry_id):
+        await redis_client().eval(_DELETE_IF_MINE, 1, self.server_key, f"{entry_id} {worker_id}")
+
     async def request_cancel(self):
         await redis_client().set(self.cancel_key, "1", ex=3600)
 
@@ -143,6 +179,18 @@ class LiveReply:
 
     async def cancel_requested(self):
         return bool(await redis_client().exists(self.cancel_key))
+
+
+_TAKE_IF_FREE_OR_MINE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] and string.sub(holder, 1, #ARGV[2]) == ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+_DELETE_IF_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 async def take_window_slot(key, limit, window, member=None):

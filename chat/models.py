@@ -269,6 +269,9 @@ class ShareLink(models.Model):
     token = models.CharField(max_length=64, unique=True, editable=False)
     created = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # What the link shows: the active branch when it was (last) shared, as [[message id, characters]]
+    # (a reply continued later shows only the text it had then). Later turns stay private.
+    snapshot = models.JSONField(default=list, blank=True)
 
     objects = ShareLinkQuerySet.as_manager()
 
@@ -278,6 +281,19 @@ class ShareLink(models.Model):
     @staticmethod
     def new_token():
         return secrets.token_urlsafe(24)
+
+    @staticmethod
+    def snapshot_of(conversation):
+        """The conversation's active branch now, as a snapshot; a reply still generating is left out."""
+        return [[m.pk, len(m.content)] for m in conversation.active_messages() if not m.generating]
+
+    def shown_messages(self):
+        """The snapshot's messages, each with the text it had when shared, in order."""
+        lengths = dict(self.snapshot)
+        messages = Message.objects.filter(conversation_id=self.conversation_id, pk__in=lengths).order_by("id")
+        for message in messages:
+            message.content = message.content[:lengths[message.pk]]
+        return list(messages)
 
 
 class PresetQuerySet(models.QuerySet):

@@ -25,7 +25,9 @@ class SameOriginValidator:
         host = headers.get(b"host", b"").decode("latin-1").lower()
         if not host:  # no Host header (not a browser); AllowedHostsOriginValidator has checked the Origin
             return True
-        scheme = "https" if scope.get("scheme") == "wss" else "http"
+        secure = scope.get("scheme") == "wss" or (  # TLS ended at our proxy, which says so (as Django trusts it)
+            settings.CHAT_PROXY_HEADERS and headers.get(b"x-forwarded-proto", b"").lower() == b"https")
+        scheme = "https" if secure else "http"
         own = {f"{scheme}://{host}"}
         default_port = ":443" if scheme == "https" else ":80"
         own.add(f"{scheme}://{host.removesuffix(default_port)}")

@@ -5,12 +5,15 @@ turns are served first come, first served.
 Channels' plain channels deliver at most once, with no acknowledgement: a worker that dies
 takes the requests it had taken with it. Here a request stays pending (XPENDING) until the
 worker that took it acknowledges it, after the reply is stored. When a worker's heartbeat
-expires, any live worker claims its pending requests once they have been idle that long
-(XPENDING by consumer, page by page, then XCLAIM with that minimum idle time, so two workers
-never both get one) and removes the dead consumer from the group: one that had not started is
-served again from the start; one that had streamed part of its reply is ended as an error
-with the text kept (its tokens were already shown, so it is not silently regenerated).
-Each entry is delivered to one consumer of the group, so no request is served twice. A worker
+has been missing for a grace period (seen missing by the claimer, on its own clock, so that a Redis
+pause that expired every heartbeat at once robs no live worker), any live worker claims its pending
+requests once they have been idle that long (XPENDING by consumer, page by page, then XCLAIM with
+that minimum idle time, so two workers never both get one) and removes the dead consumer from the
+group: one that had not started is served again from the start; one that had streamed part of its
+reply is ended as an error with the text kept (its tokens were already shown, so it is not silently
+regenerated). Whoever serves a reply first holds it (chat.live_state.LiveReply.take_serving, kept
+while it generates), so a request claimed from a worker that was only slow is dropped by whichever
+of the two does not hold it: a reply is served once. A worker
 reads, claims and acknowledges only on its own model's stream (`model=` below; without one, the
 plain STREAM, which no worker reads).
 """
@@ -77,15 +80,19 @@ async def acknowledge(entry_id, model=None):
         await pipe.execute()
 
 
-async def claim_from_dead_workers(worker_id, min_idle_seconds, page=100, model=None):
+async def claim_from_dead_workers(worker_id, min_idle_seconds, page=100, model=None, grace_seconds=0,
+                                  absent_since=None):
     """Take over the pending requests of workers whose heartbeat has expired, then forget those workers.
 
     Only entries idle for `min_idle_seconds` (the heartbeat's expiry) are claimed: a worker that
     took a request a moment before its first heartbeat is not robbed of it, and when two live
-    workers claim at once, XCLAIM's idle check lets only the first one have each entry. Only the
+    workers claim at once, XCLAIM's idle check lets only the first one have each entry. With
+    `grace_seconds`, a worker is only dead once this caller has seen it missing for that long
+    (`absent_since`, the caller's own {worker id: monotonic time first seen missing}). Only the
     stream of `model` (this worker's) is looked at: a dead worker's requests wait for one serving its
     model."""
     r, min_idle_ms, stream = redis_client(), int(min_idle_seconds * 1000), stream_of(model)
+    absent_since = {} if absent_since is None else absent_since
     try:
         consumers = await r.xinfo_consumers(stream, GROUP)
     except ResponseError:
@@ -94,6 +101,10 @@ async def claim_from_dead_workers(worker_id, min_idle_seconds, page=100, model=N
     for consumer in consumers:
         name = consumer["name"]
         if name == worker_id or await worker_is_alive(name):
+            absent_since.pop(name, None)
+            continue
+        missing_since = absent_since.setdefault(name, time.monotonic())
+        if time.monotonic() - missing_since < grace_seconds:
             continue
         start = "-"
         while True:  # page through all of its pending entries, not only the first page
@@ -111,6 +122,7 @@ async def claim_from_dead_workers(worker_id, min_idle_seconds, page=100, model=N
             start = f"({entry_ids[-1]}"
         if not await r.xpending_range(stream, GROUP, min="-", max="+", count=1, consumername=name):
             await r.xgroup_delconsumer(stream, GROUP, name)
+            absent_since.pop(name, None)
     return claimed
 
 

@@ -49,12 +49,20 @@ def get_owned(owner, conversation_id):
     return conversation
 
 
+def take_owner_lock(owner):
+    """Inside a transaction: wait for, then hold until it ends, the owner's lock, so that the owner's
+    changes that check what is generating (starting a turn, switching versions) pass one at a time.
+    SQLite's IMMEDIATE transactions hold the database's write lock already; PostgreSQL takes a
+    per-owner advisory lock."""
+    _serialize_turns_of(owner.key)
+
+
 def refuse_if_busy(owner, conversation_id=None):
     """Inside a turn's transaction: `busy` if the owner has as many replies generating as allowed,
     or one in this conversation. Turns of one owner pass here one at a time (SQLite's IMMEDIATE
     transactions hold the write lock already; PostgreSQL takes a per-owner advisory lock), so two
     tabs cannot both start a reply."""
-    _serialize_turns_of(owner.key)
+    take_owner_lock(owner)
     # An API key's calls are counted by the key's own limit (refuse_if_key_busy), not the person's.
     generating = generating_replies(owner, api_calls=False)
     in_conversation = conversation_id is not None and generating_replies(owner, conversation_id)

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from django.db import transaction
 
-from .turns import ProtocolError, generating_replies, get_owned
+from .turns import ProtocolError, generating_replies, get_owned, take_owner_lock
 
 
 def versions_of(conversation):
@@ -21,7 +21,9 @@ def versions_of(conversation):
 @transaction.atomic
 def switch_to(owner, conversation_id, message_id):
     """Make the branch through `message_id` the conversation's active one. Refused while a reply of
-    this conversation is generating (it would continue a branch no longer shown)."""
+    this conversation is generating (it would continue a branch no longer shown). Under the owner's
+    lock, so that a turn starting in another tab cannot slip in between the check and the switch."""
+    take_owner_lock(owner)
     conversation = get_owned(owner, conversation_id)
     parents = dict(conversation.messages.values_list("id", "parent_id"))
     if message_id not in parents:

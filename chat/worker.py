@@ -44,6 +44,9 @@ class InferenceWorker:
         self.layer = get_channel_layer()
         self.replies = {}  # message id -> (request, ReplyStream or None while the prompt is built)
         self.streaming = set()  # message ids whose first piece has gone out
+        self.entries = {}  # message id -> the queue entry of the request being served
+        self.lost = set()  # message ids another worker holds now (this one was thought dead): left alone
+        self.absent_since = {}  # other workers seen without a heartbeat: id -> since when (monotonic)
         self.started = time.time()
         self.finished = collections.Counter()  # finish reason -> replies, for /metrics
         self.tokens = 0
@@ -81,7 +84,8 @@ class InferenceWorker:
             "id": self.id,
             "model": self.engine.name,
             "sampling": getattr(self.engine, "sampling_defaults", {}),  # the model's own, for the page
-            "device": str(self.engine.device),
+            # announced to /status and /healthz, which anyone may read: an upstream's URL stays out
+            "device": getattr(self.engine, "public_device", None) or str(self.engine.device),
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "started": self.started,
             "active": sum(1 for s in streams if not s.queue_position),
@@ -102,6 +106,7 @@ class InferenceWorker:
         while True:
             await self._restart_engine_if_dead()
             await announce_worker(self.id, self.info(), ttl=interval * 3)
+            await self._keep_serving()
             # Re-joining is idempotent; it restores membership after a Redis restart or expiry.
             await self.layer.group_add(WORKERS_GROUP, self.control_channel)
             await self._adopt_orphans()
@@ -110,6 +115,21 @@ class InferenceWorker:
                 if stream is not None and stream.queue_position:
                     await self._tell_queued(request, stream.queue_position)
             await asyncio.sleep(interval)
+
+    async def _keep_serving(self):
+        """Prolong this worker's hold on each of its replies. A hold found taken by another worker
+        (this one was missing for longer than the grace period, so its replies were adopted) means
+        the reply is the other's now: stop generating it and touch nothing of it."""
+        for message_id, (_, stream) in list(self.replies.items()):
+            entry_id = self.entries.get(message_id)
+            if entry_id and message_id not in self.lost and not await self._take_serving(message_id, entry_id):
+                log.warning("reply %s is served by another worker now; dropping it here", message_id)
+                self.lost.add(message_id)
+                if stream is not None:
+                    stream.cancel()
+
+    async def _take_serving(self, message_id, entry_id):
+        return await LiveReply(message_id).take_serving(self.id, entry_id, settings.CHAT_WORKER_HEARTBEAT * 3)
 
     async def _restart_engine_if_dead(self):
         """An unhealthy engine (its loop thread died; an upstream server stopped answering) is
@@ -149,21 +169,33 @@ class InferenceWorker:
 
     def _start(self, entry_id, request):
         self.replies[request["message"]] = (request, None)  # counted against the batch at once
+        self.entries[request["message"]] = entry_id
         task = asyncio.create_task(self._serve(entry_id, request))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _adopt_orphans(self):
-        """Serve the requests of workers that died; end the ones they had started as errors."""
+        """Serve the requests of workers that died; end the ones they had started as errors.
+
+        A worker is dead once it has been seen without a heartbeat for three more heartbeats (a Redis
+        pause expires every heartbeat at once, and a live worker announces itself again within one),
+        and a request is only served by the worker holding its reply: one the owner still holds is
+        dropped here, untouched."""
         expiry = settings.CHAT_WORKER_HEARTBEAT * 3  # as announced: a heartbeat missed three times
-        orphans = await request_queue.claim_from_dead_workers(self.id, expiry, model=self.engine.name)
+        orphans = await request_queue.claim_from_dead_workers(self.id, expiry, model=self.engine.name,
+                                                              grace_seconds=expiry, absent_since=self.absent_since)
         for entry_id, request in orphans:
+            if not await self._take_serving(request["message"], entry_id):
+                log.warning("reply %s is still served by its worker; not taking it over", request["message"])
+                await request_queue.acknowledge(entry_id, self.engine.name)
+                continue
             partial = await LiveReply(request["message"]).text()
             if partial:
                 await finish_reply(request["message"], content=partial,
                                    finish_reason=Message.FinishReason.ERROR,
                                    error_detail="the worker generating this reply stopped; the text so far is kept")
                 await request_queue.acknowledge(entry_id, self.engine.name)
+                await LiveReply(request["message"]).release_serving(self.id, entry_id)
             else:
                 log.info("taking over request for reply %s from a stopped worker", request["message"])
                 self._start(entry_id, request)
@@ -181,7 +213,10 @@ class InferenceWorker:
         try:
             for attempt in range(3):
                 try:
-                    if await still_generating(message_id):  # not already ended (stopped, or timed out)
+                    if not await self._take_serving(message_id, entry_id):  # another worker has it: its reply
+                        log.warning("reply %s is served by another worker; dropping its request", message_id)
+                        self.lost.add(message_id)
+                    elif await still_generating(message_id):  # not already ended (stopped, or timed out)
                         await self.generate(request)
                     break
                 except RedisError:
@@ -192,6 +227,8 @@ class InferenceWorker:
                     await asyncio.sleep(1)
         except Exception:  # a bug must not take the worker down with it; what was streamed is kept
             log.exception("reply %s failed", message_id)
+            if message_id in self.lost:
+                return
             await finish_reply(message_id, content=await _streamed_text(message_id),
                                finish_reason=Message.FinishReason.ERROR,
                                error_detail="the worker failed while generating this reply",
@@ -201,6 +238,10 @@ class InferenceWorker:
             self.streaming.discard(message_id)
             self.room.set()
             await request_queue.acknowledge(entry_id, self.engine.name)
+            if message_id not in self.lost:
+                await LiveReply(message_id).release_serving(self.id, entry_id)
+            self.lost.discard(message_id)
+            self.entries.pop(message_id, None)
 
     async def _tell_queued(self, request, position):
         await LiveReply(request["message"]).keep_alive(settings.CHAT_STALL_TIMEOUT)
@@ -222,8 +263,7 @@ class InferenceWorker:
         log.info("turn taken reply=%s worker=%s", message_id, self.id,
                  extra={"turn": request.get("turn"), "reply": message_id, "worker": self.id})
         started = time.monotonic()
-        messages = await ConversationHistory(request["owner"], request["conversation"]).messages()
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        messages = await ConversationHistory(request["owner"], request["conversation"]).prompt_messages()
         if prefix:
             messages.append({"role": "assistant", "content": prefix})
         try:
@@ -268,6 +308,8 @@ class InferenceWorker:
             if item is _END:
                 break
         ended = time.monotonic()
+        if message_id in self.lost:  # another worker serves it now: its ending is that worker's to store
+            return
         if failure is not None:
             log.error("reply %s failed: %s", message_id, failure, extra={"turn": request.get("turn"),
                                                                         "reply": message_id, "worker": self.id})
@@ -299,6 +341,8 @@ class InferenceWorker:
         )
 
     async def _send_piece(self, request, text, offset):
+        if request["message"] in self.lost:
+            return
         self.streaming.add(request["message"])
         # After a Redis restart each pooled connection fails once ("closed by server") before it is
         # replaced: such a failure must not end a reply that is streaming fine. Each call is retried

@@ -106,6 +106,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "chat.session_expiry.SlidingSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -168,7 +169,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = LOGOUT_REDIRECT_URL = "/"
-SESSION_COOKIE_AGE = 60 * 60 * 24 * 365
+# A session (a guest's identity, a sign-in) lasts CHAT_SESSION_DAYS after its last visit
+# (chat.session_expiry renews it at most once a day), not a year after it began.
+SESSION_COOKIE_AGE = 24 * 3600 * _positive("int", "CHAT_SESSION_DAYS", 30)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -241,8 +244,11 @@ CHAT_API_KEY_MAX_IN_FLIGHT = _positive("int", "CHAT_API_KEY_MAX_IN_FLIGHT", 16) 
 CHAT_API_KEY_REQUESTS_PER_MINUTE = _positive("int", "CHAT_API_KEY_REQUESTS_PER_MINUTE", 600)
 CHAT_API_KEY_TOKENS_PER_MINUTE = _positive("int", "CHAT_API_KEY_TOKENS_PER_MINUTE", 1_000_000)  # prompt + completion
 CHAT_API_RETENTION_DAYS = _positive("int", "CHAT_API_RETENTION_DAYS", 30)  # API calls' conversations, after their last turn
-CHAT_SIGNIN_ATTEMPTS = _positive("int", "CHAT_SIGNIN_ATTEMPTS", 10)  # failed sign-ins per address per 15 min
+CHAT_SIGNIN_ATTEMPTS = _positive("int", "CHAT_SIGNIN_ATTEMPTS", 10)  # failed sign-ins per (address, username) per 15 min
+CHAT_SIGNIN_ATTEMPTS_PER_USER = _positive("int", "CHAT_SIGNIN_ATTEMPTS_PER_USER", 30)  # per username, from anywhere
+CHAT_SIGNIN_ATTEMPTS_PER_ADDRESS = _positive("int", "CHAT_SIGNIN_ATTEMPTS_PER_ADDRESS", 100)  # per address, any username
 CHAT_PROXY_HEADERS = _read("bool", "CHAT_PROXY_HEADERS", False)  # trust X-Forwarded-For (behind a proxy only)
+CHAT_PROXY_COUNT = _positive("int", "CHAT_PROXY_COUNT", 1)  # our proxies in front: the client is that many from the right
 CHAT_MAX_QUEUED_TURNS = _positive("int", "CHAT_MAX_QUEUED_TURNS", 256)  # waiting in the shared queue: `overloaded`
 CHAT_GUESTS_PER_ADDRESS = _positive("int", "CHAT_GUESTS_PER_ADDRESS", 20)  # new guest identities per address per hour
 CHAT_GUEST_TURNS_PER_ADDRESS = _positive("int", "CHAT_GUEST_TURNS_PER_ADDRESS", 60)  # guest turns per address per minute

@@ -7,9 +7,14 @@ history, limits and admin with it. Each reply is one streaming request, read on 
 its own (the work is waiting on the network). Stopping a reply closes its connection, which
 vLLM and TGI take as an abort. Nothing is retried once text has been streamed; before that,
 an unreachable, overloaded (429) or failing (5xx) upstream is tried again a few times.
+
+What reaches users (a reply's error detail, an API 502) names the upstream's status and a generic
+reason, never its URL or its error body: a body can echo the request, key fragments included. The
+body goes to the worker's log, with anything key-like redacted (`redact`).
 """
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -23,6 +28,27 @@ from .sampling import SamplingParams, reply_request
 
 log = logging.getLogger(__name__)
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+# Bearer tokens, sk-/key- style keys, and any long run of key characters (hex, base64, JWT parts).
+_KEY_LIKE = re.compile(r"""(?i)(bearer\s+)[^\s"',;]+|\b(?:sk|pk|rk|key|api[-_]?key|token)[-_][A-Za-z0-9_\-.]{6,}"""
+                       r"""|[A-Za-z0-9_\-+/=.]{24,}""")
+
+
+def redact(text, secret=""):
+    """`text` with the worker's own key and anything that looks like a key replaced by [redacted]."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return _KEY_LIKE.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+
+
+def _reason(status):
+    """A generic reason for an upstream's HTTP status, for users."""
+    if status in (401, 403):
+        return "refused this worker's API key"
+    if status == 429:
+        return "is overloaded"
+    if status >= 500:
+        return "failed"
+    return "refused the request"
 
 
 @dataclass(frozen=True)
@@ -47,7 +73,8 @@ class UpstreamEngine:
             config.stall_timeout, connect=config.connect_timeout))
         self.model = config.model or self._first_model()
         self.name = self.model
-        self.device, self.dtype = self.url, "upstream"
+        self.device, self.dtype = self.url, "upstream"  # the URL is kept for staff (a reply's provenance)
+        self.public_device = "upstream"  # what unauthenticated pages (/status, /healthz) show instead
         self.loop = UpstreamHealth(self)
 
     def params(self, **values):
@@ -109,7 +136,7 @@ class _UpstreamReply:
                         return stream.finish("cancelled")
                     if self.streamed or attempt == self.engine.config.attempts - 1:
                         raise EngineError(str(exc)) from None
-                    log.warning("upstream %s: %s; trying again", self.engine.url, exc)
+                    log.warning("upstream %s: %s; trying again", self.engine.url, exc)  # the log may name it
                     time.sleep(1.0 * (attempt + 1))
         except Exception as exc:  # noqa: BLE001 - whatever went wrong ends this reply, with a reason
             if stream.cancelled:  # whatever broke after a stop (the closed connection), it was stopped
@@ -118,7 +145,7 @@ class _UpstreamReply:
                 stream.fail(exc)
             else:
                 log.exception("upstream reply failed")
-                stream.fail(EngineError(f"the upstream request failed: {exc}"))
+                stream.fail(EngineError(f"the upstream request failed ({type(exc).__name__})"))
 
     def _once(self):
         engine, stream = self.engine, self.stream
@@ -126,7 +153,7 @@ class _UpstreamReply:
         try:
             self.response = engine.client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise _Retryable(f"the upstream server at {engine.url} does not answer ({type(exc).__name__})") from exc
+            raise _Retryable(f"the upstream server does not answer ({type(exc).__name__})") from exc
         if stream.cancelled:  # stopped while connecting
             self.response.close()
             return stream.finish("cancelled")
@@ -154,12 +181,12 @@ class _UpstreamReply:
         if status == 200:
             return
         self.response.read()
-        detail = self.response.text[:200]
-        if status in (401, 403):
-            raise EngineError(f"the upstream server refused this worker's API key ({status}): {detail}")
+        log.warning("upstream %s answered %s: %s", self.engine.url, status,
+                    redact(self.response.text[:500], self.engine.config.api_key))
+        message = f"the upstream server {_reason(status)} (HTTP {status})"
         if status in RETRYABLE_STATUS:
-            raise _Retryable(f"the upstream server answered {status}: {detail}")
-        raise EngineError(f"the upstream server refused the request ({status}): {detail}")
+            raise _Retryable(message)
+        raise EngineError(message)
 
     def _read_events(self):
         """Pieces into the stream; returns the finish reason (None if the stream ended without one)."""
@@ -174,7 +201,9 @@ class _UpstreamReply:
                 break
             event = json.loads(data)
             if event.get("error"):
-                raise EngineError(f"the upstream server failed the reply: {event['error']}")
+                log.warning("upstream %s failed a reply: %s", self.engine.url,
+                            redact(json.dumps(event["error"])[:500], self.engine.config.api_key))
+                raise EngineError("the upstream server failed the reply")
             if event.get("usage"):
                 self.stream.prompt_tokens = event["usage"].get("prompt_tokens", 0)
                 self.stream.completion_tokens = event["usage"].get("completion_tokens", 0)
@@ -238,7 +267,7 @@ class UpstreamHealth:
             self.problem = ""
             return True
         except (httpx.HTTPError, ValueError) as exc:  # a refused key shows here as 401/403
-            self.problem = str(exc).splitlines()[0][:200] or type(exc).__name__
+            self.problem = redact(str(exc).splitlines()[0][:200], self.engine.config.api_key) or type(exc).__name__
             return False
 
     def _probe_forever(self):

@@ -118,7 +118,7 @@ def test_the_csv_export_keeps_formulas_as_text(db):
     Message.objects.create(conversation=conversation, role="assistant", content="-2+3", finish_reason="stop")
     response = staff_client().post("/admin/chat/conversation/", {"action": "export_csv",
                                                                  "_selected_action": [conversation.pk]})
-    text = response.content.decode()
+    text = b"".join(response.streaming_content).decode()
     assert "'=HYPERLINK" in text and "'@SUM(A1:A9)" in text and "'-2+3" in text
     assert ",=" not in text and ",@" not in text and ",-2" not in text
 
@@ -157,3 +157,20 @@ def test_sign_in_attempts_are_throttled_per_address_and_a_success_does_not_count
     assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
     admin = Client().post("/admin/login/", {"username": "alice", "password": "x"})
     assert admin.status_code == 429  # the admin's form is the same door
+
+
+async def test_an_open_socket_is_closed_soon_after_its_user_is_deactivated(clean_redis, monkeypatch):
+    from chat import consumers
+
+    monkeypatch.setattr(consumers, "REJOIN_INTERVAL", 0.1)
+    alice = await sync_to_async(User.objects.create_user)("alice", password="alice-secret-1")
+    browser = Client()
+    await sync_to_async(browser.force_login)(alice)
+    socket = await connect(session_cookie(browser))
+    await socket.send_json_to({"type": "list"})
+    assert (await socket.receive_json_from(timeout=10))["type"] == "conversations"
+    assert await socket.receive_nothing(timeout=0.5)  # still active: the socket stays open and quiet
+    await sync_to_async(User.objects.filter(pk=alice.pk).update)(is_active=False)
+    frame = await socket.receive_json_from(timeout=10)
+    assert frame["type"] == "error" and frame["code"] == "auth_required" and "deactivated" in frame["detail"]
+    assert (await socket.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4401}

@@ -21,8 +21,12 @@ def export(action, *conversations):
     _, client = staff("reviewer", superuser=True)
     response = client.post("/admin/chat/conversation/", {
         "action": action, "_selected_action": [c.pk for c in conversations]})
-    assert response.status_code == 200, response.content[:500]
-    return [json.loads(line) for line in response.content.decode().splitlines()]
+    assert response.status_code == 200 and response.streaming  # sent as it is read, never whole in memory
+    return [json.loads(line) for line in body_of(response).splitlines()]
+
+
+def body_of(response):
+    return b"".join(response.streaming_content).decode()
 
 
 def test_the_fine_tuning_export_of_a_regenerated_reply_holds_only_the_active_branch():
@@ -71,8 +75,8 @@ def test_the_message_exports_carry_each_replys_provenance_and_the_review():
     assert {r["conversation_model"] for r in rows} == {"qwen"} and {r["review_note"] for r in rows} == {"fine"}
 
     _, client = staff("csv-reader", superuser=True)
-    csv = client.post("/admin/chat/conversation/", {"action": "export_csv",
-                                                    "_selected_action": [conversation.pk]}).content.decode()
+    csv = body_of(client.post("/admin/chat/conversation/", {"action": "export_csv",
+                                                            "_selected_action": [conversation.pk]}))
     header = csv.splitlines()[0].split(",")
     assert {"worker", "device", "precision", "model_name", "conversation_model"} <= set(header)
     assert "host-1-42-abc" in csv

@@ -103,3 +103,29 @@ def test_the_queue_finds_thumbs_down_errors_stopped_replies_models_dates_and_wor
     since = urlencode({"created__gte": (timezone.now() - timedelta(days=7)).isoformat()})
     assert old.pk not in listed(client, since) and disliked.pk in listed(client, since)
     assert listed(client, "reviewed=no&ended=error&rated=down") == set()
+
+
+def test_the_lists_filters_and_search_read_no_table_whole(db):
+    """No SELECT DISTINCT over a table and no GROUP BY join of every message per page: the filters offer
+    the newest rows' values, the message count is a per-row subquery, the search a subquery."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _, client = staff("root", superuser=True)
+    for n in range(3):
+        conversation_with(user_says(f"question {n}"), reply("answer", worker=f"worker-{n}", device="cpu",
+                                                            model_name="m"), title=f"chat {n}")
+    pages = {"/admin/chat/message/": None, "/admin/chat/conversation/": None,
+             "/admin/chat/conversation/?q=question+1": None, "/admin/chat/message/?worker=worker-2": None}
+    for path in pages:
+        with CaptureQueriesContext(connection) as queries:
+            pages[path] = client.get(path)
+        assert pages[path].status_code == 200
+        sql = [q["sql"].upper() for q in queries.captured_queries]
+        assert not [q for q in sql if "DISTINCT" in q], path
+        assert not [q for q in sql if "JOIN \"CHAT_MESSAGE\"" in q], path
+    messages = pages["/admin/chat/message/"].content.decode()
+    assert all(f"?worker=worker-{n}" in messages for n in range(3))  # the filter still offers each worker
+    assert "chat 1" in pages["/admin/chat/conversation/?q=question+1"].content.decode()
+    assert "chat 0" not in pages["/admin/chat/conversation/?q=question+1"].content.decode()
+    assert pages["/admin/chat/message/?worker=worker-2"].context["cl"].result_count == 1

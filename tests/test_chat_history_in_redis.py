@@ -3,7 +3,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.live_state import ConversationHistory
-from tests.chat_support import connect, new_guest, owner_key_of, send_turn, text_of
+from tests.chat_support import connect, new_guest, owner_key_of, receive_until, send_turn, text_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,4 +90,30 @@ async def test_redis_and_the_database_agree_on_a_failed_reply_after_a_flush(clea
     clean_redis.flushdb()
     assert await history.messages() == hot == [{"id": frames[0]["message"], "role": "user",
                                                 "content": "Anyone there?"}]
+    await socket.disconnect()
+
+
+async def test_attached_files_stay_out_of_redis_and_the_prompt_is_unchanged(worker, engine, clean_redis):
+    from chat.attachments import prompt_content
+
+    files = [{"name": "big.txt", "content": "needle-in-the-file " * 5000}, {"name": "b.py", "content": "x = 1\n"}]
+    guest = await new_guest()
+    socket = await connect(guest)
+    await socket.send_json_to({"type": "send", "conversation": None, "content": "Summarise.", "attachments": files,
+                               "params": {"max_new_tokens": 4, "temperature": 0}})
+    frames = await receive_until(socket, "done")
+    conversation = frames[0]["conversation"]
+    assert engine.conversations[-1][-1]["content"] == prompt_content("Summarise.", files)
+
+    def hot_bytes():
+        [key] = clean_redis.keys("chat:*:history")
+        raw = b"".join(clean_redis.lrange(key, 0, -1))
+        assert b"needle-in-the-file" not in raw and b"x = 1" not in raw
+        return len(raw)
+
+    assert hot_bytes() < 1000  # the 95,000 characters of files are in the database only
+    await ConversationHistory(await owner_key_of(guest), conversation).invalidate()  # rebuilt from the database
+    await send_turn(socket, "Shorter?", conversation=conversation)
+    assert engine.conversations[-1][0]["content"] == prompt_content("Summarise.", files)
+    assert hot_bytes() < 1000
     await socket.disconnect()

@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 
-from chat import search
+from chat import conversation_export, search
 from chat.conversation_export import MAX_IMPORT_BYTES
 from chat.models import Conversation, Message, Owner, ShareLink
 from tests.chat_support import connect, new_guest, owner_key_of, receive_until
@@ -138,21 +138,24 @@ def test_export_then_import_then_export_gives_the_same_messages(db):
     first.save(update_fields=["attachments"])
 
     exported = alice_client.get(f"/conversations/{original.pk}/export.json")
-    assert exported.status_code == 200 and "attachment" in exported["Content-Disposition"]
-    data = json.loads(exported.content)
+    assert exported.status_code == 200 and "attachment" in exported["Content-Disposition"] and exported.streaming
+    body = b"".join(exported.streaming_content)
+    data = json.loads(body)
+    assert {k: v for k, v in data.items() if k != "exported"} == {  # streamed, the same document
+        k: v for k, v in conversation_export.as_json(original).items() if k != "exported"}
     assert [m["content"] for m in data["messages"]] == [m.content for m in original.active_messages()]
 
-    imported = bob_client.post("/conversations/import", exported.content, content_type="application/json")
+    imported = bob_client.post("/conversations/import", body, content_type="application/json")
     assert imported.status_code == 201, imported.content
     copy = Conversation.objects.get(pk=imported.json()["conversation"])
     assert copy.owner.key == bob.key and copy.pk != original.pk and copy.title == "Round trip"
-    again = json.loads(bob_client.get(f"/conversations/{copy.pk}/export.json").content)
+    again = json.loads(b"".join(bob_client.get(f"/conversations/{copy.pk}/export.json").streaming_content))
     assert again["messages"] == data["messages"] and again["title"] == data["title"]
     assert again["messages"][0]["attachments"] == [{"name": "notes.py", "content": "print('hi')\n"}]
 
     markdown = alice_client.get(f"/conversations/{original.pk}/export.md")
     assert markdown["Content-Type"].startswith("text/markdown")
-    assert markdown.content.decode().startswith("# Round trip\n\n## User\n\nFile: notes.py\n```\nprint('hi')\n```\n\n"
+    assert b"".join(markdown.streaming_content).decode().startswith("# Round trip\n\n## User\n\nFile: notes.py\n```\nprint('hi')\n```\n\n"
                                                 "Hello **there**")
 
 
@@ -228,6 +231,25 @@ def test_a_shared_link_shows_the_active_branch_read_only_until_revoked(db):
     assert ShareLink.objects.get(token=link["token"]).revoked_at is not None
     new_link = alice_client.post(f"/conversations/{conversation.pk}/share").json()
     assert new_link["token"] != link["token"]
+
+
+def test_a_share_is_a_snapshot_until_it_is_shared_again(db):
+    alice, alice_client = signed_in("alice")
+    conversation = conversation_of(alice, "Snap", "first question", "first answer")
+    link = alice_client.post(f"/conversations/{conversation.pk}/share").json()
+    answer = conversation.messages.get(content="first answer")
+    answer.content += " and more, continued later"  # a reply continued after sharing
+    answer.save()
+    Message.objects.create(conversation=conversation, role="user", content="a later private question")
+    Message.objects.create(conversation=conversation, role="assistant", content="a later answer", finish_reason="stop")
+    html = Client().get(f"/shared/{link['token']}").content.decode()
+    assert "first question" in html and "first answer" in html
+    assert "continued later" not in html and "later private question" not in html and "a later answer" not in html
+
+    again = alice_client.post(f"/conversations/{conversation.pk}/share").json()
+    assert again["token"] == link["token"]  # the same link, showing the conversation as it is now
+    html = Client().get(f"/shared/{link['token']}").content.decode()
+    assert "continued later" in html and "later private question" in html and "a later answer" in html
 
 
 def test_unknown_tokens_and_other_users_get_404(db):

@@ -71,7 +71,7 @@ def test_replies_stream_from_the_upstream_and_are_stored_with_its_model(front, u
     upstream_model = json.loads(urllib.request.urlopen(upstream.base_url + "/healthz").read())["model"]
     assert model_name == upstream_model
     health = json.loads(urllib.request.urlopen(front.base_url + "/healthz").read())
-    assert health["status"] == "ok" and health["workers"][0]["device"] == upstream.base_url + "/v1"
+    assert health["status"] == "ok" and health["workers"][0]["device"] == "upstream"  # not its URL
     assert last_reply(upstream)[1] == content  # the upstream generated (and stored) the same text
 
 

@@ -139,3 +139,24 @@ def test_messages_stored_before_versions_get_their_branches(db):
     parents = dict(Message.objects.values_list("id", "parent_id"))
     u1, r1_old, r1, u2_old, r2_old, u2, r2 = ids
     assert parents == {u1: None, r1_old: u1, r1: u1, u2_old: r1, r2_old: u2_old, u2: r1, r2: u2}
+
+
+def test_a_switch_takes_the_owners_lock_before_it_checks_what_is_generating(db, monkeypatch):
+    """On PostgreSQL the lock is an advisory lock (chat.turns.take_owner_lock, the one a turn takes), so a
+    turn starting in another tab waits for the switch; here it is seen taken, first, inside the switch's
+    transaction."""
+    from django.db import connection
+
+    from chat import turns, versions
+    from chat.models import Owner
+
+    conversation = Conversation.objects.create(guest_key="g1")
+    message = Message.objects.create(conversation=conversation, role="user", content="hi")
+    seen = []
+    real_lock, real_generating = turns.take_owner_lock, versions.generating_replies
+    monkeypatch.setattr(versions, "take_owner_lock",
+                        lambda owner: (seen.append(("lock", owner.key, connection.in_atomic_block)), real_lock(owner)))
+    monkeypatch.setattr(versions, "generating_replies",
+                        lambda *args: (seen.append(("check",)), real_generating(*args))[1])
+    versions.switch_to(Owner(guest_key="g1"), conversation.pk, message.pk)
+    assert seen == [("lock", "gg1", True), ("check",)]

@@ -49,7 +49,9 @@ export function createConversationTools(els, actions) {
     els.shareUrl.hidden = !shared;
     els.shareCopy.hidden = !shared;
     els.shareRevoke.hidden = !shared;
-    els.shareCreate.hidden = shared;
+    // A link shows the conversation as it was when shared: sharing again brings it up to date.
+    els.shareCreate.hidden = false;
+    els.shareCreate.textContent = shared ? "Update link to now" : "Create link";
   }
 
   async function shareRequest(method) {
@@ -64,7 +66,8 @@ export function createConversationTools(els, actions) {
       }
       showLink(answer.data);
       els.shareStatus.textContent = method === "DELETE" ? "The link was revoked: it no longer opens this conversation."
-        : answer.data.shared ? "Anyone with this link can read this conversation (not write to it)."
+        : answer.data.shared ? "Anyone with this link can read this conversation as it was when you shared it "
+          + "(not write to it); later turns stay private until you update the link."
           : "Not shared. Create a read-only link to let others read this conversation.";
       if (method === "POST") els.shareUrl.select();
     } catch {

@@ -13,9 +13,8 @@ class Command(BaseCommand):
         hard_cap = str(4 * settings.CHAT_MAX_FRAME_BYTES)
         CommandLineInterface().run([
             "-b", settings.CHAT_HOST, "-p", str(settings.CHAT_PORT),
-            # Client addresses (the per-address guest limits) come from X-Forwarded-For only
-            # behind a proxy that sets it; trusting it otherwise would let anyone pick their address.
-            *(["--proxy-headers"] if settings.CHAT_PROXY_HEADERS else []),
+            # No --proxy-headers: daphne would take X-Forwarded-For's leftmost entry, which the client
+            # writes. chat.client_address reads the entry our proxy appended (CHAT_PROXY_HEADERS).
             "--websocket-max-message-size", hard_cap, "--websocket-max-frame-size", hard_cap,
             "chatsite.asgi:application",
         ])
