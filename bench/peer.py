@@ -45,10 +45,13 @@ async def _gather(n, conversation):
     return [r for records in results for r in records], time.perf_counter() - started
 
 
-def run_workloads(conversation):
-    """conversation(turns, max_new_tokens, sampled) -> coroutine of records; the three workloads."""
+def run_workloads(conversation, conversation_for_users=None):
+    """conversation(turns, max_new_tokens, sampled) -> coroutine of records; the three workloads (the
+    users' on conversation_for_users where the peer needs another server for them)."""
     asyncio.run(conversation(["Hi"], 4, False))  # warm-up
     document, _ = asyncio.run(_gather(1, lambda: conversation(document_turns(), DOC_TOKENS, False)))
+    conversation = conversation_for_users() if conversation_for_users else conversation
+    asyncio.run(conversation(["Hi"], 4, False))
     one, wall_one = asyncio.run(_gather(1, lambda: conversation([SHORT], STREAM_TOKENS, True)))
     many, wall_many = asyncio.run(_gather(USERS, lambda: conversation([SHORT], STREAM_TOKENS, True)))
     return {
@@ -72,16 +75,19 @@ def bench_service(workdir):
         stack.stop()
 
 
-def bench_peer(base_url, count_tokens):
-    def conversation(turns, max_new_tokens, sampled):
-        params = {"temperature": 0.7, "ignore_eos": True} if sampled else {}
-        return openai_conversation(base_url, "qwen", turns, max_new_tokens, count_tokens, params)
-    return run_workloads(conversation)
+def bench_peer(base_url, count_tokens, users_url=None):
+    def talking_to(url):
+        def conversation(turns, max_new_tokens, sampled):
+            params = {"temperature": 0.7, "ignore_eos": True} if sampled else {}
+            return openai_conversation(url, "qwen", turns, max_new_tokens, count_tokens, params)
+        return conversation
+    return run_workloads(talking_to(base_url), (lambda: talking_to(users_url())) if users_url else None)
 
 
-def start_llama_server(binary, gguf, slots=USERS, context=USERS * 512 + 4096):
-    """llama-server on the packaged GGUF; its -c near slots x 512 plus room for the document (a much
-    larger context made this build decode about 10x slower here)."""
+def start_llama_server(binary, gguf, slots, context):
+    """llama-server on the packaged GGUF. Its context is shared among its slots: the document needs one
+    slot of ~4,600 tokens; the users 8 x 512 (a much larger context made this build decode about 10x
+    slower here, so each workload gets a server sized to it)."""
     port = free_port()
     log = open(Path(tempfile.gettempdir()) / "bench-llama-server.log", "wb")
     command = [binary, "-m", str(gguf), "--alias", "qwen", "-np", str(slots), "-c", str(context),
@@ -157,18 +163,29 @@ def main():
         report["service"] = bench_service(workdir)
         print(json.dumps(report["service"], indent=1), flush=True)
         if not args.skip_peer:
-            server = None
-            base = args.peer_url
+            servers, base, users_url = [], args.peer_url, None
             if base is None:
                 if not args.llama_server:
                     parser.error("give --llama-server or --peer-url (or --skip-peer)")
                 gguf = Path(workdir) / "model.gguf"
                 assemble_gguf(gguf)
-                server, base = start_llama_server(args.llama_server, gguf)
+
+                def started(slots, context):
+                    for server in servers:  # one at a time: the other would take the CPU's memory bandwidth
+                        os.killpg(server.pid, 15)
+                        server.wait(timeout=30)
+                    servers.clear()
+                    server, url = start_llama_server(args.llama_server, gguf, slots, context)
+                    servers.append(server)
+                    return url
+
+                base = started(1, 4608)
+                users_url = lambda: started(USERS, USERS * 512)  # noqa: E731
             try:
-                report["peer"] = bench_peer(base, lambda text: len(tokenizer.encode(text, add_special_tokens=False)))
+                report["peer"] = bench_peer(base, lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+                                            users_url)
             finally:
-                if server is not None:
+                for server in servers:
                     os.killpg(server.pid, 15)
                     server.wait(timeout=30)
             report["ratios"] = ratios(report["service"], report["peer"])
