@@ -24,6 +24,11 @@ SCHEMA = {"type": "object", "properties": {
 
 
 def time_steps(rows, logits, counts, steps):
+    """The median step; each run starts its replies afresh (the same logits step after step would
+    otherwise pile up counts no real reply reaches)."""
+    prompt = torch.randint(0, logits.shape[-1], (512,), generator=torch.Generator().manual_seed(1)).tolist()
+    for slot in range(len(rows)):
+        counts.start(slot, prompt)
     timings = []
     for _ in range(steps):
         started = time.perf_counter()
@@ -34,19 +39,22 @@ def time_steps(rows, logits, counts, steps):
 
 def bench_sampler(rows, steps, vocab):
     torch.manual_seed(0)
-    logits = torch.randn(rows, vocab) * 3
+    # a language model's logits are peaked: a few dozen likely tokens over a long flat tail
+    logits = torch.randn(rows, vocab) * 2
+    logits.scatter_add_(1, torch.randint(0, vocab, (rows, 64)), torch.full((rows, 64), 9.0))
     counts = TokenCounts(rows, vocab, torch.device("cpu"))
-    for slot in range(rows):
-        counts.start(slot, torch.randint(0, vocab, (512,)).tolist())
     plain = [Row(SamplingParams(temperature=0.7, top_p=0.95, seed=i), torch.Generator().manual_seed(i)) for i in range(rows)]
-    full = [Row(SamplingParams(temperature=0.7, top_p=0.8, top_k=20, min_p=0.05, repetition_penalty=1.1,
-                               presence_penalty=0.3, frequency_penalty=0.2, logit_bias={13: -5.0, 42: 2.0},
-                               logprobs=True, top_logprobs=5, seed=i),
-                torch.Generator().manual_seed(i), slot=i, banned=(151643, 151645)) for i in range(rows)]
+    def full(**cuts):
+        return [Row(SamplingParams(temperature=0.7, repetition_penalty=1.1, presence_penalty=0.3,
+                                   frequency_penalty=0.2, logit_bias={13: -5.0, 42: 2.0}, logprobs=True,
+                                   top_logprobs=5, seed=i, **cuts),
+                    torch.Generator().manual_seed(i), slot=i, banned=(151643, 151645)) for i in range(rows)]
     time_steps(plain, logits, counts, 5)
-    off, on = time_steps(plain, logits, counts, steps), time_steps(full, logits, counts, steps)
+    off = time_steps(plain, logits, counts, steps)
+    on = time_steps(full(top_p=0.95), logits, counts, steps)  # the same cut as the plain rows
+    with_cuts = time_steps(full(top_p=0.8, top_k=20, min_p=0.05), logits, counts, steps)  # the model's defaults
     return {"rows": rows, "vocab": vocab, "plain_ms": round(off, 2), "all_controls_ms": round(on, 2),
-            "ratio": round(on / off, 2)}
+            "ratio": round(on / off, 2), "all_controls_top_k_min_p_ms": round(with_cuts, 2)}
 
 
 def bench_json(max_new_tokens):

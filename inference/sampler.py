@@ -47,27 +47,30 @@ class Sampled:
 
 
 class TokenCounts:
-    """How often each token was generated in each slot's reply, and which tokens its prompt holds:
-    two [slots, vocab] tensors on the device, allocated the first time a reply needs them."""
+    """On the device, per slot: how often each token was generated in its reply (a [slots, vocab]
+    tensor, allocated the first time a reply needs it) and the ids of the tokens seen so far, its
+    prompt's and its reply's (one tensor each, which grows by a token a step; repeats are harmless).
+    The penalties read and write only the seen ids' logits, never the whole vocabulary's."""
 
     def __init__(self, slots, vocab_size, device):
         self.slots, self.vocab_size, self.device = slots, vocab_size, device
-        self.generated = self.in_prompt = None
+        self.generated = None
+        self.seen = [None] * slots
 
     def start(self, slot, prompt_ids):
         """A new reply in `slot`: nothing generated yet; its prompt's tokens are seen."""
         if self.generated is None:
             self.generated = torch.zeros(self.slots, self.vocab_size, dtype=torch.int32, device=self.device)
-            self.in_prompt = torch.zeros(self.slots, self.vocab_size, dtype=torch.bool, device=self.device)
         self.generated[slot].zero_()
-        self.in_prompt[slot].zero_()
-        if prompt_ids:
-            ids = torch.tensor(list(prompt_ids), dtype=torch.long, device=self.device)
-            self.in_prompt[slot].index_fill_(0, ids.clamp_(0, self.vocab_size - 1), True)
+        ids = torch.tensor(list(prompt_ids), dtype=torch.long, device=self.device).clamp_(0, self.vocab_size - 1)
+        self.seen[slot] = ids.unique()
 
     def add(self, slots, tokens):
-        """Count one generated token per row (tensors of slot indices and token ids, on the device)."""
-        self.generated.index_put_((slots, tokens), torch.ones_like(tokens, dtype=torch.int32), accumulate=True)
+        """Count one generated token per row (slot indices, a list, and token ids, a device tensor)."""
+        at = torch.tensor(slots, device=self.device)
+        self.generated.index_put_((at, tokens), torch.ones_like(tokens, dtype=torch.int32), accumulate=True)
+        for row, slot in enumerate(slots):
+            self.seen[slot] = torch.cat([self.seen[slot], tokens[row: row + 1]])
 
 
 def sample_batch(logits, params, generators):
@@ -111,7 +114,7 @@ def sample_step(logits, rows, counts=None):
     penalized = [index for index, row in enumerate(rows) if row.params.penalized]
     if penalized and counts is not None:
         at = torch.tensor(penalized, device=device)
-        counts.add(torch.tensor([rows[i].slot for i in penalized], device=device), tokens[at])
+        counts.add([rows[i].slot for i in penalized], tokens[at])
     logprobs = _logprobs(raw, tokens, rows)
     tokens, valid = torch.stack([tokens, valid.long()]).tolist()  # the step's one transfer to the host
     return Sampled(tokens, [bool(v) for v in valid], logprobs)
@@ -142,19 +145,16 @@ def _processed(logits, rows, counts):
         row_ids = torch.tensor([i for i, tokens in banned for _ in tokens], device=device)
         token_ids = torch.tensor([t for _, tokens in banned for t in tokens], device=device)
         logits.index_put_((row_ids, token_ids), torch.tensor(float("-inf"), device=device))
-    if penalized:
-        at = torch.tensor(penalized, device=device)
-        slots = torch.tensor([rows[i].slot for i in penalized], device=device)
-        params = [rows[i].params for i in penalized]
-        generated = counts.generated[slots].float()
-        part = logits[at]
-        repetition = torch.tensor([p.repetition_penalty for p in params], device=device)[:, None]
-        seen = counts.in_prompt[slots] | (generated > 0)
-        part = torch.where(seen, torch.where(part > 0, part / repetition, part * repetition), part)
-        frequency = torch.tensor([p.frequency_penalty for p in params], device=device)[:, None]
-        presence = torch.tensor([p.presence_penalty for p in params], device=device)[:, None]
-        part = part - frequency * generated - presence * (generated > 0).float()
-        logits[at] = part
+    for index in penalized:  # a few small operations per row, over the tokens it has seen
+        params, slot = rows[index].params, rows[index].slot
+        ids = counts.seen[slot]
+        values = logits[index, ids]
+        if params.repetition_penalty != 1.0:
+            values = torch.where(values > 0, values / params.repetition_penalty, values * params.repetition_penalty)
+        if params.presence_penalty or params.frequency_penalty:
+            generated = counts.generated[slot, ids].float()
+            values = values - params.frequency_penalty * generated - params.presence_penalty * (generated > 0).float()
+        logits[index, ids] = values
     return logits
 
 
