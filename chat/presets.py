@@ -54,9 +54,13 @@ def as_item(preset):
     return item
 
 
+def builtin_items():
+    return [as_item(p) for p in BUILTIN]
+
+
 def list_presets(owner):
     """The built-in presets, then the owner's own by name."""
-    return [as_item(p) for p in BUILTIN] + [as_item(p) for p in Preset.objects.owned_by(owner)]
+    return builtin_items() + [as_item(p) for p in Preset.objects.owned_by(owner)]
 
 
 def clean_sampling(raw, conversation_id=None):
