@@ -147,9 +147,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if not wait:
             return False
         metrics.ERRORS.labels("rate_limited").inc()
-        if self.bucket.refused_in_a_row >= settings.CHAT_SOCKET_FLOOD_FRAMES:
+        if self.bucket.refused >= settings.CHAT_SOCKET_FLOOD_FRAMES:
             await self._refuse({"type": "error", "code": "rate_limited", "retry_after": wait, "detail": (
-                f"{settings.CHAT_SOCKET_FLOOD_FRAMES} frames in a row over the limit of "
+                f"{settings.CHAT_SOCKET_FLOOD_FRAMES} frames over the limit of "
                 f"{settings.CHAT_SOCKET_FRAMES_PER_SECOND:g} a second; the connection is closed")}, FLOOD_CODE)
         else:
             await self.send_json({"type": "error", "code": "rate_limited", "retry_after": wait, "detail": (
