@@ -116,7 +116,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             if self.owner is None:
                 if frame["type"] in VISITOR_ANSWERS:
                     handler = VISITOR_ANSWERS[frame["type"]]
-                elif frame["type"] not in VISITOR_MINTS:
+                elif frame["type"] not in VISITOR_MINTS:  # about something of its own: it has none
+                    # A malformed frame is bad_field, as for anyone.
+                    if frame["type"] != "rate" and frame["type"] != "preset_delete":
+                        _conversation_field(frame)
+                    if frame["type"] in ("rate", "edit", "switch"):
+                        _id_field(frame, "message", _conversation_or_none(frame))
                     raise ProtocolError("not_found", "no such conversation", _conversation_or_none(frame))
                 elif not await self._become_guest():
                     return
