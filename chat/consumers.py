@@ -116,13 +116,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             if self.owner is None:
                 if frame["type"] in VISITOR_ANSWERS:
                     handler = VISITOR_ANSWERS[frame["type"]]
-                elif frame["type"] not in VISITOR_MINTS:  # about something of its own: it has none
-                    # A malformed frame is bad_field, as for anyone.
-                    if frame["type"] != "rate" and frame["type"] != "preset_delete":
-                        _conversation_field(frame)
-                    if frame["type"] in ("rate", "edit", "switch"):
+                elif frame["type"] in ("edit", "regenerate", "continue"):  # turns: they would take rate slots
+                    _conversation_field(frame)
+                    if frame["type"] == "edit":
                         _id_field(frame, "message", _conversation_or_none(frame))
                     raise ProtocolError("not_found", "no such conversation", _conversation_or_none(frame))
+                elif frame["type"] not in VISITOR_MINTS:  # checked as for anyone, for an owner of nothing
+                    handler = _as_nobody(handler)
                 elif not await self._become_guest():
                     return
             try:  # whatever a dependency does, the client gets an answer in bounded time
@@ -419,6 +419,20 @@ VISITOR_MINTS = {"send", "preset_save"}  # a visitor's first act: it becomes a g
 
 def _db(function):
     return database_sync_to_async(function)
+
+
+NOBODY = Owner(guest_key="-")  # owns nothing: no guest key is "-" (they are uuid4 hex)
+
+
+def _as_nobody(handler):
+    """A visitor's frame about something of its own (it has nothing): the handler's checks, then not_found."""
+    async def run(consumer, frame):
+        consumer.owner = NOBODY
+        try:
+            await handler(consumer, frame)
+        finally:
+            consumer.owner = None
+    return run
 
 
 def _conversation_or_none(frame):
