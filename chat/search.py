@@ -1,22 +1,19 @@
 """Search over one owner's conversations: their titles and the text of their active messages.
 
-The owner's rows come first: the query starts from the owner's conversations and tests only their
-messages, so one user's search costs what their own history holds, however many messages other
-users have (a full-text index over everyone's text, read before the owner filter, made a one-letter
-prefix cost hundreds of milliseconds on a large table). SQLite tests each row with chat_words_match
-(a function registered on every connection, below); PostgreSQL with to_tsvector('simple', ...),
-whose GIN index of migration 0005 its planner may still use. Every word of the query must match the
-start of a word in the text ("pyth" finds "Python"), so results can follow the user's typing; a word
-shorter than MIN_PREFIX_CHARS matches whole words only ("a" finds "a", not every word starting
-with a). The snippet around the match is cut here, in Python, as plain text split into segments
-(matched or not): clients render it as text, so message text can never become markup.
+The database does the matching, through the full-text index of migration 0005 (SQLite: FTS5
+tables kept by triggers; PostgreSQL: GIN indexes over to_tsvector('simple', ...)). Every word
+of the query must match the start of a word in the text ("pyth" finds "Python"), so results can
+follow the user's typing. The snippet around the match is cut here, in Python, as plain text
+split into segments (matched or not): clients render it as text, so message text can never
+become markup.
 """
 import importlib
 import re
 import unicodedata
 
 from django.db import connection
-from django.db.models import BooleanField, F, Func, Max
+from django.db.models import Max
+from django.db.models.expressions import RawSQL
 
 from .models import Conversation, Message
 
@@ -25,7 +22,6 @@ MAX_TERMS = 8
 MAX_RESULTS = 20
 SNIPPET_CHARS = 120
 SNIPPET_LEAD = 40  # characters shown before the first match
-MIN_PREFIX_CHARS = 3  # shorter words match whole words only
 
 # A word as both indexes see one: letters and digits (underscore and punctuation separate words).
 WORD = re.compile(r"[^\W_]+")
@@ -44,9 +40,10 @@ def search(owner, query, limit=MAX_RESULTS):
     if not terms:
         return []
     owned = Conversation.objects.owned_by(owner)
-    by_title = owned.filter(_matches("title", terms)).order_by("-updated")[:limit]
+    by_title = owned.filter(pk__in=_matching_ids("chat_conversation", "title", terms)).order_by("-updated")[:limit]
     # The most recent matching active message of each conversation stands for it.
-    latest = (_owned_messages(owner).filter(_matches("content", terms))
+    latest = (Message.objects.filter(conversation__in=owned, superseded=False)
+              .filter(pk__in=_matching_ids("chat_message", "content", terms))
               .values("conversation_id").annotate(latest=Max("id")).order_by("-conversation__updated")[:limit])
     messages = Message.objects.filter(pk__in=[row["latest"] for row in latest]).select_related("conversation")
     items = {}
@@ -63,86 +60,18 @@ def search(owner, query, limit=MAX_RESULTS):
     return [item for _, item in ranked[:limit]]
 
 
-def _owned_messages(owner):
-    """The owner's active messages, joined from their conversations (the plan starts there)."""
-    prefix = {key: value for key, value in owner.filter().children}
-    return Message.objects.filter(superseded=False, **{f"conversation__{key}": value for key, value in prefix.items()})
-
-
-def explain(owner, query):
-    """The database's plan of the message query (bench.search_speed and the tests read it)."""
-    return _owned_messages(owner).filter(_matches("content", terms_of(query))).values("id").explain()
-
-
-class _WordsMatch(Func):
-    """SQLite: the column holds every term. LIKE (in C; case-blind for ASCII) passes only the rows
-    worth testing to chat_words_match (Python, exact); a non-ASCII term, which LIKE would compare
-    case-sensitively, goes to chat_words_match alone."""
-    output_field = BooleanField()
-
-    def __init__(self, column, terms):
-        super().__init__(F(column))
-        self.terms = terms
-
-    def as_sql(self, compiler, connection, **extra):
-        column, params = compiler.compile(self.source_expressions[0])
-        ascii_terms = [term for term in self.terms if term.isascii()]  # letters and digits only: no LIKE wildcards
-        conditions = [f"{column} LIKE %s" for _ in ascii_terms] + [f"chat_words_match({column}, %s)"]
-        return "(" + " AND ".join(conditions) + ")", (
-            *[value for term in ascii_terms for value in (*params, f"%{term}%")], *params, " ".join(self.terms))
-
-
-class _TsMatch(Func):
-    """PostgreSQL: the column's 'simple' text vector (the expression of migration 0005's GIN index)
-    matches the query."""
-    template = "to_tsvector('simple', %(expressions)s) @@ to_tsquery('simple', %(query)s)"
-    output_field = BooleanField()
-
-    def __init__(self, column, query):
-        super().__init__(F(column))
-        self.query = query
-
-    def as_sql(self, compiler, connection, **extra):
-        sql, params = super().as_sql(compiler, connection, query="%s", **extra)
-        return sql, (*params, self.query)
-
-
-def _matches(column, terms):
-    """A condition: every term is a word of `column`, or the start of one when it is long enough."""
+def _matching_ids(table, column, terms):
+    """A subquery of the ids of rows of `table` whose indexed `column` has every term as a word prefix."""
     vendor = connection.vendor
     if vendor == "sqlite":
-        return _WordsMatch(column, terms)
+        # Each term quoted (it holds only letters and digits anyway), '*': a prefix match; spaces: AND.
+        match = " ".join(f'"{term}"*' for term in terms)
+        return RawSQL(f"SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH %s", [match])
     if vendor == "postgresql":
-        return _TsMatch(column, " & ".join(f"{term}:*" if len(term) >= MIN_PREFIX_CHARS else term for term in terms))
-    raise NotImplementedError(f"search has no matcher for the {vendor} database")
-
-
-def _term_pattern(terms):
-    """One regular expression per term, over lower-cased text: a word start, or a whole short word."""
-    return [re.compile(r"(?<![^\W_])" + re.escape(term) + (r"" if len(term) >= MIN_PREFIX_CHARS else r"(?![^\W_])"))
-            for term in terms]
-
-
-_PATTERNS = {}
-
-
-def words_match(text, pattern):
-    """chat_words_match on SQLite: does `text` hold every term of `pattern` (space-separated, lower case)?"""
-    if not text or not pattern:
-        return False
-    compiled = _PATTERNS.get(pattern)
-    if compiled is None:
-        if len(_PATTERNS) > 256:
-            _PATTERNS.clear()
-        compiled = _PATTERNS[pattern] = _term_pattern(pattern.split())
-    text = text.lower()
-    return all(regex.search(text) for regex in compiled)
-
-
-def register_functions(sender, connection, **kwargs):
-    """connection_created: give every SQLite connection the search's matcher."""
-    if connection.vendor == "sqlite":
-        connection.connection.create_function("chat_words_match", 2, words_match, deterministic=True)
+        match = " & ".join(f"{term}:*" for term in terms)
+        return RawSQL(f"SELECT id FROM {table} WHERE to_tsvector('simple', {column}) @@ to_tsquery('simple', %s)",
+                      [match])
+    raise NotImplementedError(f"search has no index for the {vendor} database")
 
 
 def _fold(char):
@@ -157,10 +86,9 @@ def snippet(text, terms, width=SNIPPET_CHARS, lead=SNIPPET_LEAD):
     text = " ".join(text.split())  # one line: newlines and runs of spaces would only waste the width
     folded = "".join(_fold(char) for char in text)
     folded_terms = sorted({"".join(_fold(c) for c in term) for term in terms}, key=len, reverse=True)
-    # A word that starts with a term (or is a short term), highlighted whole.
-    pattern = re.compile(r"(?<![^\W_])(?:" + "|".join(
-        re.escape(term) + (r"[^\W_]*" if len(term) >= MIN_PREFIX_CHARS else r"(?![^\W_])") for term in folded_terms)
-        + r")", re.IGNORECASE)
+    # A word that starts with a term, highlighted whole.
+    pattern = re.compile(r"(?<![^\W_])(?:" + "|".join(re.escape(term) for term in folded_terms) + r")[^\W_]*",
+                         re.IGNORECASE)
     first = pattern.search(folded)
     start = 0
     if first and first.start() > lead:

@@ -3,59 +3,24 @@ from django.conf import settings
 from redis.exceptions import RedisError
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.urls import reverse
-from django.views.decorators.http import require_POST
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from inference.sampling import SamplingParams
 
 from .live_state import live_workers, served_models
-from .admission import admit_guest, existing_guest, guest_quota_wait, guests_refused_detail, http_client_address
+from .admission import admit_guest, http_client_address, too_many_requests
 from .turns import ProtocolError
 
 
 @ensure_csrf_cookie
 def index(request):
-    """The chat page. A view makes no guest identity (crawlers, link previews and health checks view
-    it too): the page asks for one, POST /guest, at its visitor's first act. A visitor whose address
-    may make no more guests now gets the page all the same, as a 429 that says so, with a sign-in link."""
-    context, retry_after = _page_limits(), 0
-    if settings.CHAT_ALLOW_GUESTS and not request.user.is_authenticated and existing_guest(request.session) is None:
-        context["visitor"] = True
-        try:
-            retry_after = async_to_sync(guest_quota_wait)(http_client_address(request))
-        except RedisError:  # the page works without Redis; its first act will say what is wrong
-            retry_after = 0
-        if retry_after:
-            context["refused"] = guests_refused_detail()
-    response = render(request, "chat/index.html", context, status=429 if retry_after else 200)
-    if retry_after:
-        response["Retry-After"] = str(retry_after)
-    return response
-
-
-@require_POST
-def start_guest(request):
-    """The page's visitor becomes a guest (its session cookie then names the identity): 201, or 200
-    when it already is one or is signed in; 429 {error, detail, retry_after, signin} over the
-    per-address limit; 403 where guests are not allowed."""
-    if request.user.is_authenticated or existing_guest(request.session) is not None:
-        return JsonResponse({"guest": existing_guest(request.session) is not None})
-    if not settings.CHAT_ALLOW_GUESTS:
-        return JsonResponse({"error": "auth_required", "detail": "sign in to chat", "signin": reverse("login")},
-                            status=403)
-    try:
-        async_to_sync(admit_guest)(request.session, http_client_address(request))
-    except ProtocolError as exc:
-        response = JsonResponse({"error": exc.code, "detail": exc.detail, "signin": reverse("login"), **exc.extra},
-                                status=429)
-        response["Retry-After"] = str(exc.extra["retry_after"])
-        return response
-    except RedisError:
-        return JsonResponse({"error": "unavailable", "detail": "the service's Redis is unavailable; try again"},
-                            status=503)
-    return JsonResponse({"guest": True}, status=201)
+    if settings.CHAT_ALLOW_GUESTS and not request.user.is_authenticated:
+        try:  # guests get their identity before the socket opens
+            async_to_sync(admit_guest)(request.session, http_client_address(request))
+        except ProtocolError as exc:
+            return too_many_requests(exc.detail, exc.extra["retry_after"])
+    return render(request, "chat/index.html", _page_limits())
 
 
 def _page_limits():

@@ -5,7 +5,6 @@ from chat import api, conversation_views, views
 
 urlpatterns = [
     path("", views.index, name="index"),
-    path("guest", views.start_guest, name="guest"),
     path("healthz", views.healthz, name="healthz"),
     path("status", views.status, name="status"),
     path("metrics", views.metrics_view, name="metrics"),

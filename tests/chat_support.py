@@ -3,7 +3,6 @@ import asyncio
 import json
 import threading
 import time
-import uuid
 
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -50,15 +49,9 @@ class RecordingEngine(Engine):
         return stream
 
 
-async def new_guest(identified=False):
-    """A guest's session key, as the chat page would have set in the cookie; `identified`: the guest
-    identity already made (as POST /guest, or a first send, does), so every socket opened on it
-    speaks for the guest from its connect (a visitor's socket hears nothing of the user's other tabs)."""
-    from chat.models import GUEST_SESSION_KEY
-
+async def new_guest():
+    """A guest's session key, as the chat page would have set in the cookie."""
     session = SessionStore()
-    if identified:
-        session[GUEST_SESSION_KEY] = uuid.uuid4().hex
     await sync_to_async(session.create)()
     return session.session_key
 

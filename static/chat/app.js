@@ -10,7 +10,7 @@
 import { ChatSocket } from "./socket.js";
 import {
   beginTurn, connectionLost, connectionOpened, createState, currentGenerating, findMessage, generatingConversations,
-  openConversation, receive, requestEarlier, requestHistory,
+  openConversation, receive, requestHistory,
 } from "./conversation_state.js";
 import { serverDefaults } from "./settings.js";
 import { createComposer } from "./composer.js";
@@ -44,15 +44,13 @@ function setHash(id) {
 const state = createState({ current: parseHash() });
 
 const wsUrl = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws/chat/`;
-const whenOpen = []; // what waits for the socket of a visitor who has just become a guest
 const socket = new ChatSocket(wsUrl, {
   onFrame,
   onOpen: ({ reconnected }) => {
     notices.remove("offline");
     run(connectionOpened(state));
     settingsDialog.connected();
-    if (reconnected && !whenOpen.length) notices.announce("Reconnected");
-    for (const next of whenOpen.splice(0)) next();
+    if (reconnected) notices.announce("Reconnected");
   },
   onStatus: (status, detail) => {
     notices.connection(status, detail);
@@ -61,46 +59,6 @@ const socket = new ChatSocket(wsUrl, {
     refresh();
   },
 });
-
-// --- a visitor's first act makes it a guest ----------------------------------------------------
-// A page view makes no guest identity (crawlers and health checks view it too). A visitor's first
-// act that needs one (a send, saving a preset) asks for it (POST /guest sets the session cookie), and
-// the socket connects again to speak for the new guest; then the act goes ahead.
-
-let visitor = document.body.dataset.visitor === "true";
-
-function csrfToken() {
-  const match = /(?:^|;\s*)csrftoken=([^;]+)/.exec(document.cookie);
-  return match ? decodeURIComponent(match[1]) : "";
-}
-
-/** The socket speaks for the guest the session now holds: connect again, then `next()`. */
-function becameGuest(next) {
-  visitor = false;
-  delete document.body.dataset.visitor;
-  whenOpen.push(next);
-  socket.reconnect();
-}
-
-/** Become a guest, then `next()`; false while that is under way (the act waits), true when no need. */
-function asGuest(next) {
-  if (!visitor) return true;
-  if (asGuest.busy) return false;
-  asGuest.busy = true;
-  fetch("/guest", { method: "POST", headers: { "X-CSRFToken": csrfToken() }, credentials: "same-origin" })
-    .then(async (response) => {
-      if (response.ok) {
-        becameGuest(next);
-        return;
-      }
-      const body = await response.json().catch(() => ({}));
-      notices.error({ code: body.error || "internal", detail: body.detail, retry_after: body.retry_after,
-        signin: body.signin });
-    })
-    .catch(() => requireConnection())
-    .finally(() => { asGuest.busy = false; });
-  return false;
-}
 
 // --- the user's actions ------------------------------------------------------------------------
 
@@ -202,7 +160,6 @@ const actions = {
       busyNotice();
       return false;
     }
-    if (!asGuest(() => $("composer").requestSubmit())) return false; // the text stays; sent once a guest
     return startTurn({ type: "send", conversation: state.current, content, ...(files.length ? { attachments: files } : {}) });
   },
   continueReply() {
@@ -251,8 +208,7 @@ const settingsDialog = createSettingsDialog({
   topP: $("setting-top-p"), maxTokensHint: $("max-tokens-hint"), preset: $("setting-preset"),
   presetName: $("setting-preset-name"), presetSave: $("preset-save"), presetDelete: $("preset-delete"),
   chip: $("settings-chip"), chipText: $("settings-chip-text"),
-}, serverDefaults(document.body.dataset), { ...actions, current: () => state.current,
-  send: (frame) => (frame.type !== "preset_save" || asGuest(() => sendIfConnected(frame))) && sendIfConnected(frame) });
+}, serverDefaults(document.body.dataset), { ...actions, send: (frame) => sendIfConnected(frame), current: () => state.current });
 const transcript = createTranscript(state, {
   transcript: $("transcript"), messages: $("messages"), emptyState: $("empty-state"), input,
 }, actions, { maxMessageChars: MAX_MESSAGE_CHARS });
@@ -280,11 +236,8 @@ const conversationTools = createConversationTools({
   shareOpen: $("share-open"), shareDialog: $("share-dialog"), shareUrl: $("share-url"), shareStatus: $("share-status"),
   shareCreate: $("share-create"), shareCopy: $("share-copy"), shareRevoke: $("share-revoke"),
   shareClose: $("share-close"), importButton: $("import-button"), importFile: $("import-file"),
-}, { open: (id) => (visitor ? becameGuest(() => open(id)) : open(id)), // an import made the visitor a guest
-  announce: (text) => notices.announce(text), notify: (text, kind) => notices.add(text, { kind, key: "conversation-io" }) });
-
-const loadEarlier = $("load-earlier");
-loadEarlier.addEventListener("click", () => run(requestEarlier(state)));
+}, { open, announce: (text) => notices.announce(text),
+  notify: (text, kind) => notices.add(text, { kind, key: "conversation-io" }) });
 
 function updateComposer() {
   composer.update({ generating: currentGenerating(state) !== null, waiting: state.pending !== null,
@@ -299,8 +252,6 @@ function refresh() {
     document.title = `${title} · Chat`;
   }
   conversationTools.update(state.current);
-  loadEarlier.hidden = !state.more;
-  loadEarlier.disabled = state.loadingEarlier;
   settingsDialog.updateChip();
   updateComposer();
 }

@@ -81,15 +81,6 @@ export class ChatSocket {
     this.retryTimer = setTimeout(() => this.connect(), wait);
   }
 
-  /** Drop the connection and open a new one now (the session's identity changed). */
-  reconnect() {
-    const old = this.ws;
-    this.ws = null; // its close event is no longer ours
-    if (old) old.close();
-    this.attempt = 0;
-    this.connect();
-  }
-
   /** Reconnect now (e.g. the user clicked "retry now" or the browser came back online). */
   retryNow() {
     if (this.ws !== null) return;

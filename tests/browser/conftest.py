@@ -90,21 +90,12 @@ class ChatPage:
         cookies = {c["name"]: c["value"] for c in self.page.context.cookies()}
         return cookies["sessionid"]
 
-    def become_guest(self):
-        """What the page does at its visitor's first act (a page view makes no guest): POST /guest."""
-        cookies = {c["name"]: c["value"] for c in self.page.context.cookies()}
-        response = self.page.request.post(f"{self.base_url}/guest", headers={"X-CSRFToken": cookies["csrftoken"]})
-        assert response.status in (200, 201), response.text()
-
     def guest_key(self, stack):
-        """The guest identity the server keeps in this page's session (what conversations are owned by);
-        the page's visitor becomes that guest first if it is none yet."""
+        """The guest identity the server keeps in this page's session (what conversations are owned by)."""
         import subprocess
         import sys
 
         from bench.stack import ROOT
-
-        self.become_guest()
 
         code = ("from django.contrib.sessions.backends.db import SessionStore; "
                 f"print(SessionStore({self.session_key()!r})['chat_guest'])")
