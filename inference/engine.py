@@ -36,9 +36,9 @@ def load_model(config):
     model = model.to(device).eval()
     if device.type == "cpu":  # one thread per core this process may use (a container may allow fewer)
         torch.set_num_threads(min(torch.get_num_threads(), len(os.sched_getaffinity(0))))
-    if quantize != "none":
+    if quantize != "none":  # the name stays the model's (workers are routed by it); the precision says int8
         quantize_weights(model, quantize)
-        name = f"{name} ({quantize})"
+        model.quantized = quantize
     return model, tokenizer, name
 
 
@@ -52,6 +52,8 @@ class Engine:
         self.name = name or getattr(model.config, "name_or_path", "model")
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        # what its weights are read as: the dtype, or the weight-only integers replacing its Linear layers
+        self.precision = getattr(model, "quantized", None) or str(self.dtype).removeprefix("torch.")
         model_window = getattr(model.config, "max_position_embeddings", None) or 2048
         self.context_window = min(self.config.context_window or model_window, model_window)
         self.stop_token_ids = _stop_token_ids(model, tokenizer)

@@ -73,7 +73,8 @@ class UpstreamEngine:
             config.stall_timeout, connect=config.connect_timeout))
         self.model = config.model or self._first_model()
         self.name = self.model
-        self.device, self.dtype = self.url, "upstream"  # the URL is kept for staff (a reply's provenance)
+        self.device, self.dtype = self.url, "upstream"
+        self.precision = "upstream"  # the URL is kept for staff (a reply's provenance)
         self.public_device = "upstream"  # what unauthenticated pages (/status, /healthz) show instead
         self.loop = UpstreamHealth(self)
 

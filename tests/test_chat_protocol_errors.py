@@ -24,7 +24,7 @@ BAD_FRAMES = [
     ('{"type": "send", "conversation": null, "content": "hi", "params": []}', "bad_field"),
     ('{"type": "send", "conversation": null, "content": "hi", "params": {"temperature": 9}}', "bad_params"),
     ('{"type": "send", "conversation": null, "content": "hi", "params": {"max_new_tokens": 0}}', "bad_params"),
-    ('{"type": "send", "conversation": null, "content": "hi", "params": {"top_k": 5}}', "bad_params"),
+    ('{"type": "send", "conversation": null, "content": "hi", "params": {"beam_width": 5}}', "bad_params"),
     ('{"type": "send", "conversation": null, "content": "hi", "params": {"system": 5}}', "bad_field"),
     ('{"type": "stop"}', "bad_field"),
     ('{"type": "history", "conversation": 1.5}', "bad_field"),

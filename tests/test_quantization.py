@@ -123,7 +123,7 @@ def test_the_engine_decodes_a_quantized_model_as_generate_does(fp32_model, tiny_
 def test_load_engine_quantizes_on_request(tiny_model_dir):
     engine = load_engine(EngineConfig(model=str(tiny_model_dir), device="cpu", dtype="float32", quantize="int4"))
     try:
-        assert engine.name.endswith("(int4)") and isinstance(engine.model.model.layers[1].self_attn.k_proj, Int4Linear)
+        assert engine.precision == "int4" and not engine.name.endswith(")") and isinstance(engine.model.model.layers[1].self_attn.k_proj, Int4Linear)
         assert engine.reply("Hello", SamplingParams(temperature=0, max_new_tokens=4)) is not None
     finally:
         engine.loop.close()
