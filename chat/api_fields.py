@@ -5,7 +5,8 @@ read by chat.api) or refused by name with a 400, as OpenAI refuses an argument i
 a client can always tell that something it asked for did not happen.
 """
 # Read by chat.api itself (the conversation, how to answer); `user` is OpenAI's end-user label.
-HANDLED_BY_API = {"model", "messages", "stream", "stream_options", "continue_final_message", "n", "user"}
+HANDLED_BY_API = {"model", "messages", "stream", "stream_options", "continue_final_message", "n", "user",
+                  "add_generation_prompt"}  # vLLM's, sent with continue_final_message (chat.api._messages)
 # OpenAI's names that mean the same here.
 SAME_NAME = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
 # The engine has these, but their way from the worker to the answer is not built yet: refused, not ignored.

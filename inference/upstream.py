@@ -88,6 +88,7 @@ class UpstreamEngine:
                 "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens}
         if params.seed is not None:
             body["seed"] = params.seed
+        body.update(_set_controls(params))
         if messages and messages[-1]["role"] == "assistant":  # continue that reply (vLLM's and SGLang's fields)
             body.update(continue_final_message=True, add_generation_prompt=False)
         stream = ReplyStream([], params, read_timeout=self.config.stall_timeout + 5)
@@ -280,3 +281,26 @@ class UpstreamHealth:
                 log.warning("upstream %s is %s", self.engine.url,
                             "answering again" if healthy else f"not answering ({self.problem})")
             self._healthy = healthy
+
+
+# The sampling controls an upstream gets when a reply sets them (OpenAI's names, vLLM's extras); one
+# left at its default is not sent, so a server without the extras (OpenAI itself) is not refused.
+FORWARDED = ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "logit_bias",
+             "min_tokens", "stop_token_ids")
+
+
+def _set_controls(params):
+    defaults, body = SamplingParams(), {}
+    for name in FORWARDED:
+        value = getattr(params, name)
+        if value != getattr(defaults, name):
+            body[name] = list(value) if isinstance(value, tuple) else value
+    if params.stop:
+        body["stop"] = list(params.stop)
+    if params.structure is not None:
+        if params.structure["type"] == "tool_calls":
+            raise EngineError("an upstream worker cannot force tool calls")
+        body["response_format"] = ({"type": "json_object"} if params.structure["type"] == "json_object" else
+                                   {"type": "json_schema", "json_schema": {"name": "reply", "strict": True,
+                                                                           "schema": params.structure["schema"]}})
+    return body

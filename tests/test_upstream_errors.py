@@ -23,8 +23,10 @@ class Upstream(BaseHTTPRequestHandler):
     def do_GET(self):
         self._send(200, "application/json", json.dumps({"data": [{"id": "m"}]}))
 
+    bodies = []  # what the engine sent, for the forwarding test
+
     def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
+        Upstream.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self._send(*self.answer)
 
     def _send(self, status, content_type, body):
@@ -90,3 +92,19 @@ def test_public_pages_do_not_show_an_upstream_workers_url(upstream_url, clean_re
     for path in ("/status", "/healthz"):
         body = Client().get(path).content.decode()
         assert "127.0.0.1" not in body and '"device": "upstream"' in body, body
+
+
+def test_the_sampling_controls_a_reply_sets_are_forwarded_and_the_others_are_not(upstream_url):
+    from inference import SamplingParams
+
+    Upstream.bodies.clear()
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    params = SamplingParams(max_new_tokens=5, top_k=20, repetition_penalty=1.1, stop=("END",),
+                            logit_bias={7: -100}, structure={"type": "json_schema", "schema": schema})
+    stream = engine_at(upstream_url).stream_reply([{"role": "user", "content": "hi"}], params)
+    with pytest.raises(EngineError):
+        stream.text()
+    body = Upstream.bodies[-1]
+    assert (body["top_k"], body["repetition_penalty"], body["stop"], body["logit_bias"]) == (20, 1.1, ["END"], {"7": -100})
+    assert body["response_format"]["json_schema"]["schema"] == schema
+    assert not {"min_p", "presence_penalty", "frequency_penalty", "min_tokens", "stop_token_ids"} & set(body)
