@@ -165,7 +165,7 @@ class Message(models.Model):
         """The provenance fields of a reply served by this worker's engine (for finish_reply), each
         cut to its column's length (PostgreSQL refuses a longer value, and with it the whole reply)."""
         values = {"model_name": engine.name, "worker": worker_id, "device": str(engine.device),
-                  "precision": engine.precision}
+                  "precision": getattr(engine, "precision", None) or str(engine.dtype).removeprefix("torch.")}
         return {name: value[:cls._meta.get_field(name).max_length] for name, value in values.items()}
 
     @property

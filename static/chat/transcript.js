@@ -177,6 +177,9 @@ export function createTranscript(state, els, actions, { maxMessageChars }) {
       view.renderedStreaming = streaming;
     }
     view.statusLine.textContent = statusText(message, stateName);
+    // what the engine reused is known to the tab that saw `done` only (it is not stored): a hover, not
+    // the line itself, which a reload shows the same
+    view.statusLine.title = message.stats?.cached ? `${message.stats.cached.toLocaleString("en")} prompt tokens read from the engine's cache` : "";
     view.retry.hidden = !(stateName === "error" && isLast);
     view.retry.disabled = busy || !state.connected;
     view.status.hidden = !view.statusLine.textContent && view.retry.hidden;
@@ -329,7 +332,6 @@ function statsSuffix(message) {
   const tokens = message.stats.tokens;
   const parts = [`${tokens} ${tokens === 1 ? "token" : "tokens"}`];
   if (message.stats.rate) parts.push(`${message.stats.rate.toFixed(1)} tok/s`);
-  if (message.stats.cached) parts.push(`${message.stats.cached.toLocaleString("en")} prompt tokens from cache`);
   return " " + parts.join(" · ");
 }
 
