@@ -23,7 +23,7 @@ class StopStrings:
         if found:
             self.stopped, self.held = True, ""
             return text[: min(found)]
-        keep = self._partial_length(text)
+        keep = partial_length(text, self.stops)
         self.held = text[len(text) - keep:] if keep else ""
         return text[: len(text) - keep]
 
@@ -32,12 +32,14 @@ class StopStrings:
         held, self.held = self.held, ""
         return "" if self.stopped else held
 
-    def _partial_length(self, text):
-        """The length of the longest end of `text` that is a proper beginning of a stop string."""
-        longest = 0
-        for stop in self.stops:
-            for length in range(min(len(stop) - 1, len(text)), longest, -1):
-                if stop.startswith(text[len(text) - length:]):
-                    longest = length
-                    break
-        return longest
+
+def partial_length(text, stops):
+    """The length of the longest end of `text` that is a proper beginning of one of `stops`: what a
+    streamed reply must hold back until the next piece tells whether a stop (or a tag) follows."""
+    longest = 0
+    for stop in stops:
+        for length in range(min(len(stop) - 1, len(text)), longest, -1):
+            if stop.startswith(text[len(text) - length:]):
+                longest = length
+                break
+    return longest

@@ -11,6 +11,8 @@ grammar that makes a reply a call (OpenAI's tool_choice `required` or a named fu
 import json
 import uuid
 
+from .stop_strings import partial_length
+
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 # The layout json.dumps writes (and the template renders calls in): natural for the model to follow,
 # and no room for runaway whitespace.
@@ -71,7 +73,7 @@ class ToolCallParser:
             if not self.in_call:
                 at = self.buffer.find(OPEN)
                 if at < 0:
-                    keep = _partial(self.buffer, OPEN)
+                    keep = partial_length(self.buffer, (OPEN,))
                     text.append(self.buffer[: len(self.buffer) - keep])
                     self.buffer = self.buffer[len(self.buffer) - keep:]
                     break
@@ -111,11 +113,3 @@ def _call(block):
         except ValueError:
             return None
     return new_call(value["name"], arguments)
-
-
-def _partial(text, tag):
-    """The length of the longest end of `text` that is a proper beginning of `tag`."""
-    for length in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[len(text) - length:]):
-            return length
-    return 0
