@@ -65,7 +65,7 @@ class Engine:
         self.loop = EngineLoop(
             model, tokenizer, self.stop_token_ids, max_batch_size=self.config.max_batch_size,
             max_cache_tokens=self.config.max_cache_tokens, prefill_chunk_tokens=self.config.prefill_chunk_tokens,
-            slot_tokens=self.context_window, cuda_graphs=self.config.cuda_graphs,
+            slot_tokens=self.context_window, vocab_size=self.vocab_size, cuda_graphs=self.config.cuda_graphs,
         )
 
     def params(self, **values):

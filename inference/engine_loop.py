@@ -66,7 +66,7 @@ class _Reply:
 
 class EngineLoop:
     def __init__(self, model, tokenizer, stop_token_ids, *, max_batch_size, max_cache_tokens, prefill_chunk_tokens,
-                 slot_tokens, cuda_graphs="auto"):
+                 slot_tokens, vocab_size, cuda_graphs="auto"):
         self.model, self.tokenizer, self.stop_token_ids = model, tokenizer, stop_token_ids
         self.detokenizers = Detokenizers(tokenizer)  # its token -> bytes table is built once, here
         self.device = next(model.parameters()).device
@@ -74,8 +74,7 @@ class EngineLoop:
         self.scheduler = Scheduler(max_slots=max_batch_size, max_cache_tokens=max_cache_tokens,
                                    prefill_tokens=prefill_chunk_tokens, slot_tokens=slot_tokens)
         self.runner = None  # built on first use: the KV cache is allocated then
-        text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        self.counts = TokenCounts(max_batch_size, text_config.vocab_size, self.device)  # for penalties
+        self.counts = TokenCounts(max_batch_size, vocab_size, self.device)  # for penalties
         self.sampled_replies = SampledReplies()  # read by the prompt builder (any thread)
         self._wake = threading.Condition()  # guards the scheduler; wakes the thread
         # where the loop's time goes (the forward is asynchronous on a GPU: its wait shows under sample)
