@@ -8,13 +8,15 @@ chat.api_limits), then the turn's transaction (chat.turns), which checks `busy` 
 flight) where two tabs cannot both pass it. A turn refused after taking its rate slot gives the
 slot back, so only turns that were stored count.
 """
+from importlib import import_module
+
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
 
 from . import api_limits, client_address, request_queue, turns
 from .lifecycle import abandoned_detail, fail_if_abandoned
-from .live_state import release_window_slot, take_window_slot
+from .live_state import release_window_slot, take_window_slot, window_wait
 from .models import GUEST_SESSION_KEY, guest_key
 from .turns import ProtocolError
 
@@ -25,10 +27,24 @@ async def admit_guest(session, address):
         _, retry_after = await take_window_slot(f"chat:addr:{address}:guests", settings.CHAT_GUESTS_PER_ADDRESS,
                                                 3600)
         if retry_after:
-            raise ProtocolError("too_many_guests", f"too many new guests from your address (at most "
-                                f"{settings.CHAT_GUESTS_PER_ADDRESS} an hour); keep your session cookie, or "
-                                "sign in", retry_after=retry_after)
+            raise ProtocolError("too_many_guests", guests_refused_detail(), retry_after=retry_after)
     return await database_sync_to_async(guest_key)(session)
+
+
+def existing_guest(session):
+    """The guest identity kept in `session`, or None: nothing is made (a page view, a socket's connect)."""
+    return session.get(GUEST_SESSION_KEY)  # loads the session from the database
+
+
+def stored_guest(session_key):
+    """The guest identity stored in session `session_key` now (the socket's copy of the session was
+    read at its connect), or None."""
+    return import_module(settings.SESSION_ENGINE).SessionStore(session_key).get(GUEST_SESSION_KEY)
+
+
+async def guest_quota_wait(address):
+    """Seconds until `address` may make a new guest (0: now), without taking a slot."""
+    return await window_wait(f"chat:addr:{address}:guests", settings.CHAT_GUESTS_PER_ADDRESS, 3600)
 
 
 def http_client_address(request):
@@ -43,10 +59,15 @@ def socket_client_address(scope):
 
 
 def too_many_requests(detail, retry_after):
-    """The plain-text 429 answer of a page or form over a per-address limit."""
+    """The plain-text 429 answer of a form over a per-address limit."""
     response = HttpResponse(f"{detail}\n", status=429, content_type="text/plain; charset=utf-8")
     response["Retry-After"] = str(retry_after)
     return response
+
+
+def guests_refused_detail():
+    return (f"Too many new guests from your address (at most {settings.CHAT_GUESTS_PER_ADDRESS} an hour). "
+            "Sign in, or keep your browser's cookies so that it stays one guest.")
 
 
 async def fail_abandoned_replies(owner, conversation_id=None):

@@ -18,8 +18,9 @@ from redis.exceptions import RedisError
 from inference.sampling import InvalidParameters
 
 from . import admission, attachments, metrics, presets, search, turns
-from .lifecycle import NO_WORKER, dispatch, request_stop, stop_before_removal, stored_reply, user_group
-from .live_state import ConversationHistory, LiveReply
+from .lifecycle import NO_WORKER, dispatch, request_stop, stop_before_removal, stored_reply, user_group, visitor_group
+from .frame_bucket import FrameBucket
+from .live_state import ConversationHistory, LiveReply, claim_socket, refresh_socket, release_socket, take_window_slot
 from .models import MAX_ID, Owner
 from .turns import ProtocolError
 from .versions import switch_to, versions_of
@@ -29,45 +30,94 @@ JOIN_TIMEOUT = 5.0
 REJOIN_INTERVAL = 30.0  # seconds between re-joining the user's group (membership survives a Redis restart)
 MAX_TITLE_CHARS = 200
 MAX_MODEL_CHARS = 200  # Conversation.model_name
+TOO_MANY_SOCKETS_CODE = 4409  # close code: over CHAT_MAX_SOCKETS_PER_USER (the page retries with backoff)
+FLOOD_CODE = 4429  # close code: CHAT_SOCKET_FLOOD_FRAMES frames in a row over the frame rate
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self):
-        try:
-            self.owner = await self._identify()
-        except ProtocolError as exc:  # too many new guests from this address
-            await self.accept()
-            await self.send_json(exc.frame())
-            await self.close(code=4429)
-            return
-        await self.accept()
-        if self.owner is None:
-            await self.send_json({"type": "error", "code": "auth_required", "detail": "sign in to chat"})
-            await self.close(code=4401)
-            return
-        self.group = user_group(self.owner.key)
-        try:  # Redis just restarted, or is down: close at once so the page reconnects with backoff
-            await asyncio.wait_for(self.channel_layer.group_add(self.group, self.channel_name), JOIN_TIMEOUT)
-        except (TimeoutError, RedisError):
-            self.group = None
-            await self.send_json({"type": "error", "code": "unavailable",
-                                  "detail": "the service's Redis is unavailable; reconnecting"})
-            await self.close(code=4503)  # service unavailable: try again later
-            return
+        # A visitor without a guest identity yet (a page view makes none) is `owner` None until its
+        # first act that needs one (VISITOR_MINTS): reads are answered empty, without an identity.
+        # Until then it listens on its session's visitor group, where another tab's first act (or an
+        # import) says which guest the session became.
+        self.owner = self.group = self.rejoin = self.visitors = None
+        self.closed = False
         self.timings = {}  # reply id -> metrics.TurnTiming, for the turns this socket started
+        self.bucket = FrameBucket(settings.CHAT_SOCKET_FRAMES_PER_SECOND, settings.CHAT_SOCKET_FRAME_BURST)
+        await self.accept()
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            await self._become(Owner(user_id=user.pk))
+        elif not settings.CHAT_ALLOW_GUESTS:
+            await self._refuse({"type": "error", "code": "auth_required", "detail": "sign in to chat"}, 4401)
+        else:
+            key = await _db(admission.existing_guest)(self.scope["session"])
+            if key is not None:
+                await self._become(Owner(guest_key=key))
+            elif self.scope["session"].session_key:
+                await self._listen_as_visitor(visitor_group(self.scope["session"].session_key))
+
+    async def _listen_as_visitor(self, group):
+        try:
+            await asyncio.wait_for(self.channel_layer.group_add(group, self.channel_name), JOIN_TIMEOUT)
+            self.visitors = group
+        except (TimeoutError, RedisError):  # the first act will say what is wrong with Redis
+            log.warning("could not join the visitor group %s", group)
+
+    async def _leave_visitors(self):
+        group, self.visitors = self.visitors, None
+        if group:
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except RedisError:
+                log.warning("could not leave the visitor group %s", group)
+
+    async def _become(self, owner):
+        """Take the socket's place among the owner's (CHAT_MAX_SOCKETS_PER_USER) and join their group;
+        False when the socket was refused and closed."""
+        try:
+            claimed = await asyncio.wait_for(
+                claim_socket(owner.key, self.channel_name, settings.CHAT_MAX_SOCKETS_PER_USER), JOIN_TIMEOUT)
+            if claimed:
+                await asyncio.wait_for(self.channel_layer.group_add(user_group(owner.key), self.channel_name),
+                                       JOIN_TIMEOUT)
+        except (TimeoutError, RedisError):  # Redis just restarted, or is down: the page reconnects with backoff
+            await self._refuse({"type": "error", "code": "unavailable",
+                                "detail": "the service's Redis is unavailable; reconnecting"}, 4503)
+            return False
+        if not claimed:
+            await self._refuse({"type": "error", "code": "too_many_sockets", "detail": (
+                f"you have {settings.CHAT_MAX_SOCKETS_PER_USER} chat tabs or connections open, the most allowed "
+                "(CHAT_MAX_SOCKETS_PER_USER); close some, and this one connects again by itself")}, TOO_MANY_SOCKETS_CODE)
+            return False
+        self.owner, self.group = owner, user_group(owner.key)
         self.rejoin = asyncio.create_task(self._rejoin_group())
+        await self._leave_visitors()
+        return True
+
+    async def _refuse(self, frame, code):
+        self.closed = True
+        await self.send_json(frame)
+        await self.close(code=code)
 
     async def disconnect(self, code):
-        for timing in getattr(self, "timings", {}).values():
+        for timing in self.timings.values():
             timing.close()
-        if getattr(self, "rejoin", None):
+        if self.rejoin:
             self.rejoin.cancel()
-        if getattr(self, "group", None):
+        await self._leave_visitors()
+        if self.group:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await release_socket(self.owner.key, self.channel_name)
+            except RedisError:  # its claim lapses by itself (live_state.SOCKET_CLAIM_TTL)
+                log.warning("could not release the socket slot of %s", self.owner.key)
 
     # --- frames from the client --------------------------------------------------------
     async def receive(self, text_data=None, bytes_data=None):
-        if getattr(self, "group", None) is None:  # connect() refused this socket and closed it
+        if self.closed:  # refused and closed (connect, the socket cap, a flood)
+            return
+        if await self._over_frame_rate():
             return
         try:
             if text_data is None:
@@ -77,13 +127,27 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                                     "limit (CHAT_MAX_FRAME_BYTES)")
             try:
                 frame = json.loads(text_data)
-            except ValueError:
-                raise ProtocolError("bad_json", "the frame is not valid JSON") from None
+            except (ValueError, RecursionError):
+                raise ProtocolError("bad_json", "the frame is not valid JSON (or nests too deeply)") from None
             if not isinstance(frame, dict):
                 raise ProtocolError("bad_frame", "a frame must be a JSON object with a 'type'")
             handler = self.HANDLERS.get(frame.get("type"))
             if handler is None:
                 raise ProtocolError("unknown_type", f"unknown frame type {frame.get('type')!r:.60}")
+            if self.owner is None and not await self._become_stored_guest():
+                return
+            if self.owner is None:
+                if frame["type"] in VISITOR_ANSWERS:
+                    handler = VISITOR_ANSWERS[frame["type"]]
+                elif frame["type"] in ("edit", "regenerate", "continue"):  # turns: they would take rate slots
+                    _conversation_field(frame)
+                    if frame["type"] == "edit":
+                        _id_field(frame, "message", _conversation_or_none(frame))
+                    raise ProtocolError("not_found", "no such conversation", _conversation_or_none(frame))
+                elif frame["type"] not in VISITOR_MINTS:  # checked as for anyone, for an owner of nothing
+                    handler = _as_nobody(handler)
+                elif not await self._become_guest():
+                    return
             try:  # whatever a dependency does, the client gets an answer in bounded time
                 await asyncio.wait_for(handler(self, frame), settings.CHAT_FRAME_TIMEOUT)
             except TimeoutError:
@@ -93,16 +157,60 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             metrics.ERRORS.labels(exc.code).inc()
             await self.send_json(exc.frame())
         except DatabaseError:
-            log.exception("database unavailable for %s", self.owner.key)
+            log.exception("database unavailable for %s", self._who())
             await self.send_json({"type": "error", "code": "database_unavailable",
                                   "detail": "the database is busy or unavailable and nothing was changed; try again"})
         except RedisError:
-            log.exception("redis unavailable for %s", self.owner.key)
+            log.exception("redis unavailable for %s", self._who())
             await self.send_json({"type": "error", "code": "unavailable",
                                   "detail": "the service's Redis is unavailable; try again in a moment"})
         except Exception:
-            log.exception("frame failed for %s", self.owner.key)
+            log.exception("frame failed for %s", self._who())
             await self.send_json({"type": "error", "code": "internal", "detail": "the server failed; try again"})
+
+    async def _over_frame_rate(self):
+        """The per-socket token bucket: True when this frame was refused (`rate_limited`), or the
+        socket closed for flooding."""
+        wait = self.bucket.take()
+        if not wait:
+            return False
+        metrics.ERRORS.labels("rate_limited").inc()
+        if self.bucket.refused >= settings.CHAT_SOCKET_FLOOD_FRAMES:
+            await self._refuse({"type": "error", "code": "rate_limited", "retry_after": wait, "detail": (
+                f"{settings.CHAT_SOCKET_FLOOD_FRAMES} frames over the limit of "
+                f"{settings.CHAT_SOCKET_FRAMES_PER_SECOND:g} a second; the connection is closed")}, FLOOD_CODE)
+        else:
+            await self.send_json({"type": "error", "code": "rate_limited", "retry_after": wait, "detail": (
+                f"at most {settings.CHAT_SOCKET_FRAMES_PER_SECOND:g} frames a second on one connection "
+                f"(CHAT_SOCKET_FRAMES_PER_SECOND); this one was ignored, try again in {wait} s")})
+        return True
+
+    async def _become_stored_guest(self):
+        """A visitor's socket speaks for the guest its session holds by now, if any (another tab or an
+        import made it, and the word of it has not come, or was lost); False when refused and closed."""
+        session_key = self.scope["session"].session_key
+        key = session_key and await _db(admission.stored_guest)(session_key)
+        return not key or await self._become(Owner(guest_key=key))
+
+    async def _become_guest(self):
+        """A visitor's first act: its guest identity, within the per-address limit (too_many_guests);
+        the session's other visitor sockets are told."""
+        key = await admission.admit_guest(self.scope["session"], self._address())
+        group = self.visitors
+        if not await self._become(Owner(guest_key=key)):
+            return False
+        if group:
+            await self.channel_layer.group_send(group, {"type": "chat.identified", "guest": key})
+        return True
+
+    async def chat_identified(self, event):
+        """Another tab of this browser (or an import) made its session's guest: speak for it too, and
+        ask the page to read its list again (the protocol's `changed`)."""
+        if self.owner is None and not self.closed and await self._become(Owner(guest_key=event["guest"])):
+            await self.send_json({"type": "changed"})
+
+    def _who(self):
+        return self.owner.key if self.owner else "a visitor"
 
     async def on_send(self, frame):
         conversation_id = _conversation_field(frame, required=False)
@@ -170,8 +278,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_history(self, frame):
         conversation_id = _conversation_field(frame)
+        before = _id_field(frame, "before", conversation_id, required=False)
+        limit = frame.get("limit", settings.CHAT_HISTORY_PAGE_MESSAGES)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= settings.CHAT_HISTORY_PAGE_MESSAGES:
+            raise ProtocolError("bad_field", f"'limit' must be an integer from 1 to {settings.CHAT_HISTORY_PAGE_MESSAGES} "
+                                "(CHAT_HISTORY_PAGE_MESSAGES)", conversation_id)
         await admission.fail_abandoned_replies(self.owner, conversation_id)
-        conversation, messages = await _db(turns.active_messages)(self.owner, conversation_id)
+        conversation, messages, more = await _db(turns.active_messages_page)(self.owner, conversation_id, before, limit)
         versions = await _db(versions_of)(conversation)
         frames = []
         for message in messages:
@@ -186,6 +299,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                    "model": conversation.model_name, "messages": frames}
         if conversation.settings is not None:
             history["settings"] = conversation.settings
+        if before is not None:
+            history["before"] = before
+        if more:
+            history["more"] = True
         await self.send_json(history)
 
     async def on_list(self, frame):
@@ -255,10 +372,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                                                          "settings": chosen})
 
     async def on_search(self, frame):
-        query = frame.get("query")
-        if not isinstance(query, str) or len(query) > search.MAX_QUERY_CHARS:
-            raise ProtocolError("bad_field", f"'query' must be a string of at most {search.MAX_QUERY_CHARS} characters")
-        items = await _db(search.search)(self.owner, query)
+        query = _query_field(frame)
+        _, retry_after = await take_window_slot(f"chat:{self.owner.key}:searches", settings.CHAT_SEARCHES_PER_MINUTE, 60)
+        if retry_after:
+            raise ProtocolError("rate_limited", f"at most {settings.CHAT_SEARCHES_PER_MINUTE} searches per minute "
+                                f"(CHAT_SEARCHES_PER_MINUTE); try again in {retry_after} s", retry_after=retry_after)
+        # In a thread of its own: a slow search must not hold up the socket frames of everyone else,
+        # which share the web process's one database thread (thread_sensitive).
+        items = await database_sync_to_async(search.search, thread_sensitive=False)(self.owner, query)
         await self.send_json({"type": "search_results", "query": query, "items": items})
 
     HANDLERS = {
@@ -269,6 +390,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         "continue": on_continue,
         "search": on_search,
     }
+
+    # A visitor with no guest identity yet: what it may read it reads empty, and no identity is made.
+    async def visitor_list(self, frame):
+        await self.send_json({"type": "conversations", "items": []})
+
+    async def visitor_presets(self, frame):
+        await self.send_json({"type": "presets", "items": presets.builtin_items()})
+
+    async def visitor_search(self, frame):
+        await self.send_json({"type": "search_results", "query": _query_field(frame), "items": []})
 
     # --- events from the worker and other sockets (channel layer) ----------------------
     async def chat_token(self, event):
@@ -289,14 +420,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     chat_queued = chat_turn = chat_changed = chat_rated = chat_presets = chat_configured = chat_switched = _relay
 
     # --- helpers ----------------------------------------------------------------------
-    async def _identify(self):
-        user = self.scope.get("user")
-        if user is not None and user.is_authenticated:
-            return Owner(user_id=user.pk)
-        if not settings.CHAT_ALLOW_GUESTS:
-            return None
-        return Owner(guest_key=await admission.admit_guest(self.scope["session"], self._address()))
-
     async def _admit(self, conversation_id, start, *args):
         return await admission.admit_turn(self.owner, self._address(), conversation_id, start, *args)
 
@@ -341,12 +464,44 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     await self.close(code=4401)
                     return
                 await self.channel_layer.group_add(self.group, self.channel_name)
+                await refresh_socket(self.owner.key, self.channel_name)
             except (RedisError, OSError, DatabaseError):
                 log.warning("could not re-join the group of %s; trying again later", self.owner.key)
 
 
+VISITOR_ANSWERS = {"list": ChatConsumer.visitor_list, "presets": ChatConsumer.visitor_presets,
+                   "search": ChatConsumer.visitor_search}
+VISITOR_MINTS = {"send", "preset_save"}  # a visitor's first act: it becomes a guest (chat.admission.admit_guest)
+
+
 def _db(function):
     return database_sync_to_async(function)
+
+
+NOBODY = Owner(guest_key="-")  # owns nothing: no guest key is "-" (they are uuid4 hex)
+
+
+def _as_nobody(handler):
+    """A visitor's frame about something of its own (it has nothing): the handler's checks, then not_found."""
+    async def run(consumer, frame):
+        consumer.owner = NOBODY
+        try:
+            await handler(consumer, frame)
+        finally:
+            consumer.owner = None
+    return run
+
+
+def _conversation_or_none(frame):
+    value = frame.get("conversation")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID else None
+
+
+def _query_field(frame):
+    query = frame.get("query")
+    if not isinstance(query, str) or len(query) > search.MAX_QUERY_CHARS:
+        raise ProtocolError("bad_field", f"'query' must be a string of at most {search.MAX_QUERY_CHARS} characters")
+    return query
 
 
 def _id_field(frame, name, conversation_id=None, required=True):

@@ -18,6 +18,7 @@ FORMAT = "chatsite.conversation"
 VERSION = 1
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 MAX_IMPORT_MESSAGES = 1000
+BULK_BATCH = 500  # rows per statement (well under SQLite's limit of bound parameters)
 MAX_TITLE_CHARS = 200
 ROLES = {Message.Role.USER.value, Message.Role.ASSISTANT.value}
 # What an imported reply may have ended with ("" is a reply still generating: never exported as such).
@@ -96,6 +97,8 @@ def parse_import(raw):
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ImportRefused("the file is not valid JSON") from None
+    except RecursionError:
+        raise ImportRefused("the file nests arrays or objects too deeply to be a conversation export") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ImportRefused(f"this is not a conversation export (expected \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
@@ -144,16 +147,22 @@ def _checked(record, index):
 
 @transaction.atomic
 def import_conversation(owner, title, records):
-    """Store checked records (parse_import) as a new conversation of `owner`; returns it."""
+    """Store checked records (parse_import) as a new conversation of `owner`; returns it. The rows go
+    in as one bulk insert and one bulk update of their parents, so SQLite's write lock, which the
+    workers' writes wait for, is held for a few statements rather than one per message."""
     if Conversation.objects.owned_by(owner).count() >= settings.CHAT_MAX_CONVERSATIONS:
         raise ProtocolError("too_many_conversations", f"you have {settings.CHAT_MAX_CONVERSATIONS} "
                             "conversations, the most allowed (CHAT_MAX_CONVERSATIONS); delete some first")
     conversation = Conversation.objects.create(title=title or title_from(records[0]["content"]), **owner.fields())
-    parent = None  # one branch: each message follows the one before it (chat.versions)
+    rows = []
     for record in records:
         fields = {"conversation": conversation, "role": record["role"], "content": record["content"],
-                  "attachments": record.get("attachments", []), "parent": parent}
+                  "attachments": record.get("attachments", [])}
         if record["role"] == "assistant":
             fields.update(finish_reason=record["finish_reason"], model_name=record["model"])
-        parent = Message.objects.create(**fields)
+        rows.append(Message(**fields))
+    rows = Message.objects.bulk_create(rows, batch_size=BULK_BATCH)
+    for parent, message in zip(rows, rows[1:]):  # one branch: each message follows the one before it
+        message.parent = parent
+    Message.objects.bulk_update(rows[1:], ["parent"], batch_size=BULK_BATCH)
     return conversation

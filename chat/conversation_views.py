@@ -18,7 +18,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from redis.exceptions import RedisError
 
 from . import conversation_export, sharing
-from .lifecycle import user_group
+from .admission import admit_guest, http_client_address
+from .lifecycle import user_group, visitor_group
+from .live_state import release_window_slot, take_window_slot
 from .markdown_html import render_markdown
 from .models import GUEST_SESSION_KEY, MAX_ID, Owner
 from .turns import ProtocolError, get_owned
@@ -77,10 +79,10 @@ def export_json(request, conversation_id):
 
 @require_POST
 def import_json(request):
-    """The body is an export (JSON); answers 201 {conversation, title}, or 4xx {error, detail}."""
-    owner = _owner(request)
-    if owner is None:
-        return _refused("auth_required", "open the chat page (or sign in) before importing", status=403)
+    """The body is an export (JSON); answers 201 {conversation, title}, or 4xx {error, detail}.
+    Admitted like a turn: at most CHAT_IMPORTS_PER_HOUR stored imports per user (429 `rate_limited`
+    with Retry-After), counted per address for guests (their identities are cheap to make), and
+    within CHAT_MAX_CONVERSATIONS. A visitor's first import makes its guest identity."""
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
@@ -90,19 +92,64 @@ def import_json(request):
                         f"{conversation_export.MAX_IMPORT_BYTES // (1024 * 1024)} MB", status=413)
     try:
         title, records = conversation_export.parse_import(request.body)
-        conversation = conversation_export.import_conversation(owner, title, records)
     except conversation_export.ImportRefused as exc:
         return _refused(exc.code, str(exc), status=413 if exc.code == "too_large" else 400)
+    address = http_client_address(request)
+    try:
+        owner = _owner(request) or _new_guest(request, address)
+        if owner is None:
+            return _refused("auth_required", "sign in before importing", status=403)
+        rate_key = f"chat:addr:{address}:guest-imports" if owner.guest_key else f"chat:{owner.key}:imports"
+        slot, retry_after = async_to_sync(take_window_slot)(rate_key, settings.CHAT_IMPORTS_PER_HOUR, 3600)
+    except ProtocolError as exc:  # too many new guests from this address
+        return _too_many(exc)
+    except RedisError:
+        return _refused("unavailable", "the service's Redis is unavailable; try again in a moment", status=503)
+    if retry_after:
+        per = ", counted per address for guests; or sign in" if owner.guest_key else ""
+        return _too_many(ProtocolError("rate_limited", f"at most {settings.CHAT_IMPORTS_PER_HOUR} imports an hour "
+                                       f"(CHAT_IMPORTS_PER_HOUR{per}); try again in {retry_after} s",
+                                       retry_after=retry_after))
+    try:
+        conversation = conversation_export.import_conversation(owner, title, records)
     except ProtocolError as exc:
+        _give_back(rate_key, slot)
         return _refused(exc.code, exc.detail, status=409)
-    _tell_other_tabs(owner)
+    except BaseException:
+        _give_back(rate_key, slot)
+        raise
+    _tell_other_tabs(owner, request.session.session_key)
     return JsonResponse({"conversation": conversation.pk, "title": str(conversation)}, status=201)
 
 
-def _tell_other_tabs(owner):
-    """Every socket of the owner asks for its list again (the protocol's `changed` frame)."""
+def _new_guest(request, address):
+    if not settings.CHAT_ALLOW_GUESTS:
+        return None
+    return Owner(guest_key=async_to_sync(admit_guest)(request.session, address))
+
+
+def _too_many(exc):
+    response = JsonResponse({"error": exc.code, "detail": exc.detail, **exc.extra}, status=429)
+    response["Retry-After"] = str(exc.extra["retry_after"])
+    return response
+
+
+def _give_back(rate_key, slot):
+    """Only stored imports count: a refused one returns its slot."""
     try:
-        async_to_sync(get_channel_layer().group_send)(user_group(owner.key), {"type": "chat.changed"})
+        async_to_sync(release_window_slot)(rate_key, slot)
+    except RedisError:
+        log.warning("could not give back the import slot at %s", rate_key)
+
+
+def _tell_other_tabs(owner, session_key=None):
+    """Every socket of the owner asks for its list again (the protocol's `changed` frame); the
+    browser's sockets that speak for no one yet become the guest (the import may have made it)."""
+    try:
+        group_send = async_to_sync(get_channel_layer().group_send)
+        if owner.guest_key and session_key:
+            group_send(visitor_group(session_key), {"type": "chat.identified", "guest": owner.guest_key})
+        group_send(user_group(owner.key), {"type": "chat.changed"})
     except (RedisError, OSError):
         log.warning("could not tell the tabs of %s that a conversation was imported", owner.key)
 

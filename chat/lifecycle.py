@@ -41,6 +41,12 @@ def user_group(owner_key):
     return f"chat.user.{owner_key}"
 
 
+def visitor_group(session_key):
+    """The group of a browser's sockets that speak for no one yet: told when one of its tabs (or an
+    import) made the session's guest, they become that guest too (chat.consumers)."""
+    return f"chat.visitor.{session_key}"
+
+
 def no_worker_for(model):
     """The error of a turn whose conversation's model no live worker serves."""
     return f"no inference worker serves the model {model!r}; start one for it, then regenerate this reply"

@@ -212,6 +212,18 @@ async def take_window_slot(key, limit, window, member=None):
     return None, max(1, int((oldest[0][1] if oldest else now) + window - now + 0.999))
 
 
+async def window_wait(key, limit, window):
+    """Seconds until take_window_slot at `key` would be allowed (0: now); takes nothing."""
+    r, now = redis_client(), time.time()
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(key, 0, now - window)
+        pipe.zrange(key, 0, -1, withscores=True)
+        _, members = await pipe.execute()
+    if len(members) < limit:
+        return 0
+    return max(1, int(members[len(members) - limit][1] + window - now + 0.999))
+
+
 async def release_window_slot(key, member):
     await redis_client().zrem(key, member)
 
@@ -279,3 +291,40 @@ async def live_workers():
     ids = await r.zrange(WORKER_INDEX, 0, -1)
     values = await r.mget([WORKER_KEY_PREFIX + worker_id for worker_id in ids]) if ids else []
     return [json.loads(v) for v in values if v]
+
+
+# --- open sockets per owner (CHAT_MAX_SOCKETS_PER_USER) ------------------------------------
+# A sorted set of the owner's sockets, each scored with the time its claim lapses: a socket
+# refreshes its claim while it lives, so one whose web process crashed drops out by itself.
+SOCKET_CLAIM_TTL = 90  # seconds; sockets refresh every chat.consumers.REJOIN_INTERVAL (30 s)
+
+
+def _sockets_key(owner_key):
+    return f"chat:{owner_key}:sockets"
+
+
+async def claim_socket(owner_key, socket_id, limit):
+    """Count this socket among the owner's open ones; False (and not counted) when `limit` are open."""
+    r, now, key = redis_client(), time.time(), _sockets_key(owner_key)
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zremrangebyscore(key, 0, now)
+        pipe.zadd(key, {socket_id: now + SOCKET_CLAIM_TTL})
+        pipe.zcard(key)
+        pipe.expire(key, SOCKET_CLAIM_TTL)
+        _, _, count, _ = await pipe.execute()
+    if count <= limit:
+        return True
+    await r.zrem(key, socket_id)
+    return False
+
+
+async def refresh_socket(owner_key, socket_id):
+    r, key = redis_client(), _sockets_key(owner_key)
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zadd(key, {socket_id: time.time() + SOCKET_CLAIM_TTL}, xx=True)
+        pipe.expire(key, SOCKET_CLAIM_TTL)
+        await pipe.execute()
+
+
+async def release_socket(owner_key, socket_id):
+    await redis_client().zrem(_sockets_key(owner_key), socket_id)

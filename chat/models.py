@@ -4,7 +4,7 @@ import uuid
 
 from django.conf import settings
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -14,8 +14,21 @@ MAX_ID = 2**63 - 1  # the database's bigint: a larger id cannot exist, and would
 
 
 def guest_key(session):
-    """A guest's identity: a random id kept in their session (it survives signing in, unlike the session key)."""
-    if GUEST_SESSION_KEY not in session:
+    """A guest's identity: a random id kept in their session (it survives signing in, unlike the session key).
+    Two tabs of one browser may ask at once (their first sends): the session's row is read again under
+    a lock, so both get the identity the first one made."""
+    if GUEST_SESSION_KEY in session:
+        return session[GUEST_SESSION_KEY]
+    from importlib import import_module
+
+    from django.contrib.sessions.models import Session
+
+    with transaction.atomic():  # SQLite: the write lock from here (IMMEDIATE); PostgreSQL: the row's
+        if session.session_key and Session.objects.select_for_update().filter(session_key=session.session_key).exists():
+            made = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key).get(GUEST_SESSION_KEY)
+            if made:
+                session[GUEST_SESSION_KEY] = made
+                return made
         session[GUEST_SESSION_KEY] = uuid.uuid4().hex
         session.save()
     return session[GUEST_SESSION_KEY]

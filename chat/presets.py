@@ -20,7 +20,10 @@ from .models import MAX_ID, Preset
 from .turns import ProtocolError, get_owned
 
 MAX_NAME_CHARS = 80
-MAX_PRESETS = 100  # per owner
+# Per owner, small enough that the `presets` frame (sent to every socket of the user after each save)
+# stays small: at most MAX_PRESETS x MAX_PRESET_SYSTEM_CHARS characters of system prompts.
+MAX_PRESETS = 20
+MAX_PRESET_SYSTEM_CHARS = 4000
 SAMPLING = ("temperature", "top_p", "max_new_tokens")
 
 BUILTIN = [
@@ -51,9 +54,13 @@ def as_item(preset):
     return item
 
 
+def builtin_items():
+    return [as_item(p) for p in BUILTIN]
+
+
 def list_presets(owner):
     """The built-in presets, then the owner's own by name."""
-    return [as_item(p) for p in BUILTIN] + [as_item(p) for p in Preset.objects.owned_by(owner)]
+    return builtin_items() + [as_item(p) for p in Preset.objects.owned_by(owner)]
 
 
 def clean_sampling(raw, conversation_id=None):
@@ -66,12 +73,16 @@ def clean_sampling(raw, conversation_id=None):
     return values
 
 
-def _system(raw, conversation_id=None):
+def _system(raw, conversation_id=None, limit=None):
     system = raw.get("system")
     if system is None:
         return ""
-    if not isinstance(system, str) or len(system) > settings.CHAT_MAX_MESSAGE_CHARS:
-        raise ProtocolError("bad_field", "'system' must be a string within the message size limit", conversation_id)
+    limit = limit or settings.CHAT_MAX_MESSAGE_CHARS
+    if not isinstance(system, str):
+        raise ProtocolError("bad_field", "'system' must be a string", conversation_id)
+    if len(system) > limit:
+        raise ProtocolError("too_large", f"the system prompt has {len(system)} characters; the limit is {limit}",
+                            conversation_id)
     return system
 
 
@@ -113,7 +124,7 @@ def save_preset(owner, raw):
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME_CHARS:
         raise ProtocolError("bad_field", f"a preset's 'name' must be 1 to {MAX_NAME_CHARS} characters")
-    values = {"name": name.strip(), "system": _system(raw), **dict.fromkeys(SAMPLING), **clean_sampling(raw)}
+    values = {"name": name.strip(), "system": _system(raw, limit=MAX_PRESET_SYSTEM_CHARS), **dict.fromkeys(SAMPLING), **clean_sampling(raw)}
     preset_id = raw.get("id")
     if preset_id is None:
         if Preset.objects.owned_by(owner).count() >= MAX_PRESETS:

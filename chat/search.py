@@ -3,9 +3,11 @@
 The database does the matching, through the full-text index of migration 0005 (SQLite: FTS5
 tables kept by triggers; PostgreSQL: GIN indexes over to_tsvector('simple', ...)). Every word
 of the query must match the start of a word in the text ("pyth" finds "Python"), so results can
-follow the user's typing. The snippet around the match is cut here, in Python, as plain text
-split into segments (matched or not): clients render it as text, so message text can never
-become markup.
+follow the user's typing; a word of one or two characters must match a whole word ("a" finds "a",
+not every word that starts with "a": such a prefix expands to a large part of the index, over every
+user's messages; bench.search_speed measures it). The snippet around the match is cut here, in
+Python, as plain text split into segments (matched or not): clients render it as text, so message
+text can never become markup.
 """
 import importlib
 import re
@@ -22,6 +24,7 @@ MAX_TERMS = 8
 MAX_RESULTS = 20
 SNIPPET_CHARS = 120
 SNIPPET_LEAD = 40  # characters shown before the first match
+MIN_PREFIX_CHARS = 3  # shorter words of a query match whole words only
 
 # A word as both indexes see one: letters and digits (underscore and punctuation separate words).
 WORD = re.compile(r"[^\W_]+")
@@ -65,13 +68,17 @@ def _matching_ids(table, column, terms):
     vendor = connection.vendor
     if vendor == "sqlite":
         # Each term quoted (it holds only letters and digits anyway), '*': a prefix match; spaces: AND.
-        match = " ".join(f'"{term}"*' for term in terms)
+        match = " ".join(f'"{term}"' + ("*" if _is_prefix(term) else "") for term in terms)
         return RawSQL(f"SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH %s", [match])
     if vendor == "postgresql":
-        match = " & ".join(f"{term}:*" for term in terms)
+        match = " & ".join(term + (":*" if _is_prefix(term) else "") for term in terms)
         return RawSQL(f"SELECT id FROM {table} WHERE to_tsvector('simple', {column}) @@ to_tsquery('simple', %s)",
                       [match])
     raise NotImplementedError(f"search has no index for the {vendor} database")
+
+
+def _is_prefix(term):
+    return len(term) >= MIN_PREFIX_CHARS
 
 
 def _fold(char):
@@ -82,13 +89,15 @@ def _fold(char):
 
 def snippet(text, terms, width=SNIPPET_CHARS, lead=SNIPPET_LEAD):
     """The part of `text` around the first match of a term, as [{text, match}] segments, where a
-    match is a word that starts with a term (case and accents aside, as the SQLite index matches)."""
+    match is a word that starts with a term, or is one that is too short to be a prefix (case and
+    accents aside, as the SQLite index matches)."""
     text = " ".join(text.split())  # one line: newlines and runs of spaces would only waste the width
     folded = "".join(_fold(char) for char in text)
     folded_terms = sorted({"".join(_fold(c) for c in term) for term in terms}, key=len, reverse=True)
-    # A word that starts with a term, highlighted whole.
-    pattern = re.compile(r"(?<![^\W_])(?:" + "|".join(re.escape(term) for term in folded_terms) + r")[^\W_]*",
-                         re.IGNORECASE)
+    # A word that starts with a term (or is a short one), highlighted whole.
+    pattern = re.compile(r"(?<![^\W_])(?:" + "|".join(
+        re.escape(term) + (r"[^\W_]*" if _is_prefix(term) else r"(?![^\W_])") for term in folded_terms) + ")",
+        re.IGNORECASE)
     first = pattern.search(folded)
     start = 0
     if first and first.start() > lead:

@@ -238,6 +238,17 @@ def active_messages(owner, conversation_id):
     return conversation, list(conversation.active_messages())
 
 
+def active_messages_page(owner, conversation_id, before=None, limit=200):
+    """(conversation, its last `limit` active messages older than message `before` (all when None),
+    oldest first, whether older ones remain)."""
+    conversation = get_owned(owner, conversation_id)
+    rows = conversation.active_messages()
+    if before is not None:
+        rows = rows.filter(id__lt=before)
+    page = list(rows.order_by("-id")[:limit + 1])
+    return conversation, page[:limit][::-1], len(page) > limit
+
+
 def rate(owner, message_id, rating, comment):
     """Store a user's rating (and comment, unless it is None) of one of their assistant replies;
     returns its conversation id and the comment now stored."""

@@ -9,18 +9,29 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from inference.sampling import SamplingParams
 
 from .live_state import live_workers, served_models
-from .admission import admit_guest, http_client_address, too_many_requests
-from .turns import ProtocolError
+from .admission import existing_guest, guest_quota_wait, guests_refused_detail, http_client_address
 
 
 @ensure_csrf_cookie
 def index(request):
-    if settings.CHAT_ALLOW_GUESTS and not request.user.is_authenticated:
-        try:  # guests get their identity before the socket opens
-            async_to_sync(admit_guest)(request.session, http_client_address(request))
-        except ProtocolError as exc:
-            return too_many_requests(exc.detail, exc.extra["retry_after"])
-    return render(request, "chat/index.html", _page_limits())
+    """The chat page. A view makes no guest identity (crawlers, link previews and health checks view
+    it too), only a session, so that the browser has the cookie its socket will name the guest
+    in: the socket makes the identity at the visitor's first act (chat.consumers). A visitor whose
+    address may make no more guests now gets the page all the same, as a 429 that says so, with a
+    sign-in link."""
+    context, retry_after = _page_limits(), 0
+    if settings.CHAT_ALLOW_GUESTS and not request.user.is_authenticated and existing_guest(request.session) is None:
+        request.session.setdefault("chat_visitor", True)  # the session is kept, and its cookie set
+        try:
+            retry_after = async_to_sync(guest_quota_wait)(http_client_address(request))
+        except RedisError:  # the page works without Redis; its first act will say what is wrong
+            retry_after = 0
+        if retry_after:
+            context["refused"] = guests_refused_detail()
+    response = render(request, "chat/index.html", context, status=429 if retry_after else 200)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 def _page_limits():

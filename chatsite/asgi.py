@@ -10,8 +10,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.origin import SameOriginValidator  # noqa: E402
+from chatsite.reason_phrases import teach_twisted  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 
+teach_twisted()
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,

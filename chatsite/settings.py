@@ -252,6 +252,14 @@ CHAT_PROXY_COUNT = _positive("int", "CHAT_PROXY_COUNT", 1)  # our proxies in fro
 CHAT_MAX_QUEUED_TURNS = _positive("int", "CHAT_MAX_QUEUED_TURNS", 256)  # waiting in the shared queue: `overloaded`
 CHAT_GUESTS_PER_ADDRESS = _positive("int", "CHAT_GUESTS_PER_ADDRESS", 20)  # new guest identities per address per hour
 CHAT_GUEST_TURNS_PER_ADDRESS = _positive("int", "CHAT_GUEST_TURNS_PER_ADDRESS", 60)  # guest turns per address per minute
+# Doors besides the turn (docs/protocol.md, README "Operating it"): imports, searches, frames, sockets.
+CHAT_IMPORTS_PER_HOUR = _positive("int", "CHAT_IMPORTS_PER_HOUR", 10)  # per user; guests: per address
+CHAT_SEARCHES_PER_MINUTE = _positive("int", "CHAT_SEARCHES_PER_MINUTE", 60)  # per user
+CHAT_SOCKET_FRAMES_PER_SECOND = _positive("float", "CHAT_SOCKET_FRAMES_PER_SECOND", 10.0)  # per socket, sustained
+CHAT_SOCKET_FRAME_BURST = _positive("int", "CHAT_SOCKET_FRAME_BURST", 40)  # frames a socket may send at once
+CHAT_SOCKET_FLOOD_FRAMES = _positive("int", "CHAT_SOCKET_FLOOD_FRAMES", 100)  # refused before the bucket refills: closed (4429)
+CHAT_MAX_SOCKETS_PER_USER = _positive("int", "CHAT_MAX_SOCKETS_PER_USER", 20)  # open at once (`too_many_sockets`)
+CHAT_HISTORY_PAGE_MESSAGES = _positive("int", "CHAT_HISTORY_PAGE_MESSAGES", 200)  # most messages in one `history`
 CHAT_HISTORY_MAX_MESSAGES = _positive("int", "CHAT_HISTORY_MAX_MESSAGES", 100)  # kept hot in Redis
 CHAT_HISTORY_TTL = _positive("int", "CHAT_HISTORY_TTL", 24 * 3600)  # seconds an idle conversation stays in Redis
 CHAT_REQUEST_TIMEOUT = _positive("float", "CHAT_REQUEST_TIMEOUT", 30.0)  # no worker picked the turn up

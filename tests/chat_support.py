@@ -3,6 +3,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -49,9 +50,15 @@ class RecordingEngine(Engine):
         return stream
 
 
-async def new_guest():
-    """A guest's session key, as the chat page would have set in the cookie."""
+async def new_guest(identified=False):
+    """A guest's session key, as the chat page would have set in the cookie; `identified`: the guest
+    identity already made (as a first send or an import does), so every socket opened on it speaks
+    for the guest from its connect."""
+    from chat.models import GUEST_SESSION_KEY
+
     session = SessionStore()
+    if identified:
+        session[GUEST_SESSION_KEY] = uuid.uuid4().hex
     await sync_to_async(session.create)()
     return session.session_key
 

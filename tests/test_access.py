@@ -29,7 +29,7 @@ async def test_a_guest_who_signs_in_keeps_their_conversations(worker):
     alice = await sync_to_async(User.objects.create_user)("alice", password="alice-secret-1")
     browser = Client(enforce_csrf_checks=True)
     await sync_to_async(browser.get)("/")
-    socket = await connect(session_cookie(browser))
+    socket = await connect(session_cookie(browser))  # its first send makes the guest (a page view makes none)
     frames = await send_turn(socket, "a question asked as a guest")
     await socket.disconnect()
     response = await sync_to_async(login)(browser, "alice", "alice-secret-1")

@@ -66,9 +66,9 @@ async def test_forty_cookieless_generate_calls_meet_the_guest_limit_at_once(work
     assert all(r.json()["error"]["code"] == "too_many_guests" and int(r.headers["retry-after"]) > 0
                for r, _ in refused)
     assert max(took for _, took in refused) < 10
-    page = await http("GET", "/")  # the page refuses a new guest from that address too, saying when to retry
+    page = await http("GET", "/")  # the page tells a visitor from that address too, saying when to retry
     assert page.status_code == 429 and int(page.headers["retry-after"]) > 0
-    assert b"too many new guests" in page.content
+    assert b"Too many new guests" in page.content and b'href="/accounts/login/"' in page.content
     assert (await http("GET", "/", client=("10.0.0.2", 40000))).status_code == 200  # another address is welcome
 
 

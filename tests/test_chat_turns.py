@@ -74,7 +74,7 @@ async def test_tokens_are_coalesced_into_fewer_frames_on_a_fast_model(worker, se
 
 
 async def test_every_socket_of_a_user_receives_the_stream(worker):
-    guest = await new_guest()
+    guest = await new_guest(identified=True)
     first_tab, second_tab = await connect(guest), await connect(guest)
     frames = await send_turn(first_tab, "Hello both")
     seen = await receive_until(second_tab, "done")

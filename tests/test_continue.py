@@ -46,7 +46,7 @@ async def test_only_a_cut_or_stopped_last_reply_can_be_continued(worker):
 
 
 async def test_a_continue_with_no_worker_running_keeps_the_replys_text(clean_redis):
-    session = await new_guest()
+    session = await new_guest(identified=True)
     socket = await connect(session)
     guest = (await owner_key_of(session)).removeprefix("g")
 

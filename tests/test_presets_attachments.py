@@ -55,7 +55,7 @@ async def test_an_attached_file_is_stored_and_reaches_the_prompt_under_its_name(
 
 
 async def test_other_tabs_are_told_the_files_names(worker):
-    guest = await new_guest()
+    guest = await new_guest(identified=True)
     first, second = await connect(guest), await connect(guest)
     await send(first, "Look", attachments=[{"name": "notes.txt", "content": "hello"}])
     turn = (await receive_until(second, "turn"))[-1]
@@ -146,7 +146,7 @@ async def test_everyone_sees_the_built_in_presets(worker):
 
 
 async def test_presets_are_saved_edited_and_deleted_by_their_owner_only(worker):
-    alice, bob = await new_guest(), await new_guest()
+    alice, bob = await new_guest(identified=True), await new_guest()
     alice_tab, alice_other_tab, bob_tab = await connect(alice), await connect(alice), await connect(bob)
     await alice_tab.send_json_to({"type": "preset_save", "preset": {
         "name": "Pirate", "system": "Talk like a pirate.", "temperature": 0.2, "max_new_tokens": 6}})
@@ -197,7 +197,7 @@ async def test_a_bad_preset_is_refused(worker, preset, code):
 
 
 async def test_a_conversation_remembers_its_settings(worker):
-    guest = await new_guest()
+    guest = await new_guest(identified=True)
     socket, other_tab = await connect(guest), await connect(guest)
     chosen = {"preset": "concise", "system": "Be brief.", "max_new_tokens": 6}
     frames = await send(socket, "Hi", settings=chosen)

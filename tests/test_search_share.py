@@ -43,7 +43,7 @@ def matches(item):
 
 @pytest.mark.django_db(transaction=True)
 async def test_search_over_the_socket_finds_a_word_of_a_message_and_not_another_users(clean_redis):
-    alice_session, bob_session = await new_guest(), await new_guest()
+    alice_session, bob_session = await new_guest(identified=True), await new_guest(identified=True)
     alice_socket, bob_socket = await connect(alice_session), await connect(bob_session)
     alice = Owner(guest_key=(await owner_key_of(alice_session))[1:])
     bob = Owner(guest_key=(await owner_key_of(bob_session))[1:])

@@ -10,7 +10,7 @@
 import { ChatSocket } from "./socket.js";
 import {
   beginTurn, connectionLost, connectionOpened, createState, currentGenerating, findMessage, generatingConversations,
-  openConversation, receive, requestHistory,
+  openConversation, receive, requestEarlier, requestHistory,
 } from "./conversation_state.js";
 import { serverDefaults } from "./settings.js";
 import { createComposer } from "./composer.js";
@@ -239,6 +239,9 @@ const conversationTools = createConversationTools({
 }, { open, announce: (text) => notices.announce(text),
   notify: (text, kind) => notices.add(text, { kind, key: "conversation-io" }) });
 
+const loadEarlier = $("load-earlier");
+loadEarlier.addEventListener("click", () => run(requestEarlier(state)));
+
 function updateComposer() {
   composer.update({ generating: currentGenerating(state) !== null, waiting: state.pending !== null,
     connected: state.connected });
@@ -252,6 +255,8 @@ function refresh() {
     document.title = `${title} · Chat`;
   }
   conversationTools.update(state.current);
+  loadEarlier.hidden = !state.more;
+  loadEarlier.disabled = state.loadingEarlier;
   settingsDialog.updateChip();
   updateComposer();
 }

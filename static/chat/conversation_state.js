@@ -23,6 +23,8 @@ export function createState({ current = null } = {}) {
     model: "", // the open conversation's model (from its history or the list; "" while unknown)
     messages: [], // active messages of the open conversation
     historyPending: null, // the conversation whose `history` answer we wait for
+    more: false, // older messages of the open conversation than those shown exist (history's `more`)
+    loadingEarlier: false, // an earlier page was asked for and has not come
     buffered: [], // frames that arrived while we waited, replayed on top of the answer
     pending: null, // {kind, conversation, content}: a send/edit/regenerate not yet acked
     live: new Map(), // reply id -> {conversation, firstAt, lastAt, frames, chars}: replies generating
@@ -126,9 +128,18 @@ export function requestHistory(state, id) {
   return [{ type: "send", frame: { type: "history", conversation: id } }];
 }
 
+/** "Load earlier messages": the page of messages before the first one shown. */
+export function requestEarlier(state) {
+  if (!state.more || state.loadingEarlier || state.current === null || !state.messages.length) return [];
+  state.loadingEarlier = true;
+  return [{ type: "send", frame: { type: "history", conversation: state.current, before: state.messages[0].id } }];
+}
+
 export function openConversation(state, id, { loadHistory = true } = {}) {
   if (id === state.current && id !== null) return [];
   state.current = id;
+  state.more = false;
+  state.loadingEarlier = false;
   state.messages = [];
   state.buffered = [];
   state.historyPending = null;
@@ -365,16 +376,30 @@ const REPLAY = {
   rated: applyRated,
 };
 
-function onHistory(state, frame, fx) {
-  if (frame.conversation !== state.current) return; // an answer for a conversation we left
-  if (state.historyPending === frame.conversation) state.historyPending = null;
-  state.title = frame.title || "";
-  state.model = frame.model || "";
-  state.messages = (frame.messages || []).map((item) => {
+function historyMessages(frame) {
+  return (frame.messages || []).map((item) => {
     const message = item.role === "user" ? userMessage(item.id, item.content, item.attachments) : assistantMessage(item);
     message.versions = versionsOf(item);
     return message;
   });
+}
+
+function onHistory(state, frame, fx) {
+  if (frame.conversation !== state.current) return; // an answer for a conversation we left
+  if (frame.before !== undefined) { // an earlier page (requestEarlier): it goes on top of what is shown
+    if (!state.loadingEarlier || !state.messages.length || state.messages[0].id !== frame.before) return; // stale
+    state.loadingEarlier = false;
+    state.more = Boolean(frame.more);
+    state.messages = [...historyMessages(frame), ...state.messages];
+    fx.push({ type: "render", rebuild: true });
+    return;
+  }
+  if (state.historyPending === frame.conversation) state.historyPending = null;
+  state.title = frame.title || "";
+  state.model = frame.model || "";
+  state.more = Boolean(frame.more);
+  state.loadingEarlier = false;
+  state.messages = historyMessages(frame);
   for (const message of state.messages) if (message.generating) liveEntry(state, message.id, frame.conversation, fx);
   fx.push({ type: "render", scroll: "bottom", rebuild: true });
   if (!state.conversations.some((c) => c.id === frame.conversation)) fx.push(list);

@@ -12,11 +12,13 @@ export const ERROR_TEXT = {
     "(python manage.py inference_worker), then press Retry on the reply.",
   not_found: "That conversation or message no longer exists.",
   auth_required: "Sign in to chat.",
+  too_many_sockets: "This chat is open in too many tabs or windows. Close some; this one connects again by itself.",
   internal: "The server failed to handle that. Please try again.",
 };
 
 // The server's own words say best what was wrong with what the user sent.
-const DETAIL_FIRST = new Set(["bad_params", "too_large", "bad_field"]);
+const DETAIL_FIRST = new Set(["bad_params", "too_large", "bad_field", "too_many_guests", "rate_limited"]);
+const SIGN_IN_URL = "/accounts/login/";
 
 /** What an `error` frame says to the user. */
 export function errorText(frame) {
@@ -39,13 +41,15 @@ export function createNotices(els, { openSettings }) {
     setTimeout(() => { els.liveStatus.textContent = text; }, 30);
   }
 
-  function add(text, { kind = "error", key = null, action = null, ms = INFO_NOTICE_MS } = {}) {
+  function add(text, { kind = "error", key = null, action = null, ms = INFO_NOTICE_MS, link = null } = {}) {
     if (key) {
       const existing = els.notices.querySelector(`[data-key="${CSS.escape(key)}"]`);
       if (existing) existing.remove();
     }
+    const paragraph = el("p", { class: "notice-text", text });
+    if (link) paragraph.append(" ", el("a", { href: link.href, text: link.label }));
     const notice = el("div", { class: `notice notice-${kind}`, "data-key": key, role: kind === "error" ? "alert" : "status" },
-      el("p", { class: "notice-text", text }));
+      paragraph);
     if (action) {
       notice.append(el("button", { type: "button", class: "button small", text: action.label,
         onclick: () => { if (!action.keep) notice.remove(); action.run(); } }));
@@ -60,7 +64,9 @@ export function createNotices(els, { openSettings }) {
   function error(frame) {
     const text = errorText(frame);
     const action = frame.code === "bad_params" ? { label: "Open settings", run: openSettings } : null;
-    add(text, { kind: "error", key: frame.code, action });
+    // No more guests from this address for now: signing in is the way in.
+    const link = frame.code === "too_many_guests" ? { href: frame.signin || SIGN_IN_URL, label: "Sign in" } : null;
+    add(text, { kind: "error", key: frame.code, action, link });
   }
 
   /** The socket's state (socket.js onStatus), on the line under the composer. */

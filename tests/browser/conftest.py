@@ -91,17 +91,27 @@ class ChatPage:
         return cookies["sessionid"]
 
     def guest_key(self, stack):
-        """The guest identity the server keeps in this page's session (what conversations are owned by)."""
+        """The guest identity the server keeps in this page's session (what conversations are owned by).
+        A page view makes none: when the page's visitor has not acted yet, it is made here, in the
+        session, as the socket would at a first send (the page's socket speaks for it from its next frame)."""
+        return self._session_shell(stack, "s.setdefault('chat_guest', uuid.uuid4().hex); s.save(); print(s['chat_guest'])")
+
+    def stored_guest(self, stack):
+        """The guest identity in this page's session, or "" while its visitor has made none."""
+        return self._session_shell(stack, "print(s.get('chat_guest', ''))")
+
+    def _session_shell(self, stack, code):
         import subprocess
         import sys
 
         from bench.stack import ROOT
 
-        code = ("from django.contrib.sessions.backends.db import SessionStore; "
-                f"print(SessionStore({self.session_key()!r})['chat_guest'])")
+        code = ("import uuid; from django.contrib.sessions.backends.db import SessionStore; "
+                f"s = SessionStore({self.session_key()!r}); {code}")
         result = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c", code], cwd=ROOT,
                                 env=stack.env, capture_output=True, text=True, check=True)
-        return result.stdout.strip().splitlines()[-1]
+        lines = result.stdout.strip().splitlines()
+        return lines[-1] if lines else ""
 
     # --- the transcript -----------------------------------------------------------------
     @property

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 
 import {
   beginTurn, codePointLength, connectionLost, connectionOpened, createState, currentGenerating,
-  dropCodePoints, messageState, openConversation, receive, replyStats,
+  dropCodePoints, messageState, openConversation, receive, replyStats, requestEarlier,
 } from "../conversation_state.js";
 
 const C = 7; // the conversation most tests use
@@ -376,6 +376,33 @@ describe("the rest of the frames", () => {
   });
 });
 
+describe("earlier messages", () => {
+  test("a history with `more` offers an earlier page, which goes on top; none is asked twice", () => {
+    const state = createState({ current: C });
+    receive(state, { type: "history", conversation: C, title: "Long", more: true,
+      messages: [{ id: 5, role: "user", content: "e" }, { id: 6, role: "assistant", content: "f", finish_reason: "stop" }] });
+    assert.equal(state.more, true);
+    assert.deepEqual(sent(requestEarlier(state)), [{ type: "history", conversation: C, before: 5 }]);
+    assert.deepEqual(requestEarlier(state), []); // already on its way
+    receive(state, { type: "history", conversation: C, title: "Long", before: 5, more: false,
+      messages: [{ id: 3, role: "user", content: "c" }, { id: 4, role: "assistant", content: "d", finish_reason: "stop" }] });
+    assert.deepEqual(summary(state).map(([id]) => id), [3, 4, 5, 6]);
+    assert.equal(state.more, false);
+    assert.deepEqual(requestEarlier(state), []); // nothing older
+  });
+
+  test("an earlier page for what is no longer shown is dropped, and a plain history has no `more`", () => {
+    const state = showing([[5, "user", "e"]]);
+    assert.equal(state.more, false);
+    assert.deepEqual(requestEarlier(state), []);
+    state.more = true;
+    requestEarlier(state);
+    openConversation(state, 9);
+    receive(state, { type: "history", conversation: 9, title: "Other", messages: [{ id: 20, role: "user", content: "x" }] });
+    receive(state, { type: "history", conversation: 9, before: 5, messages: [{ id: 1, role: "user", content: "old" }] });
+    assert.deepEqual(summary(state), [[20, "user", "x"]]);
+  });
+});
 
 test("a reply's statistics carry the prompt tokens read from the engine's cache", () => {
   assert.deepEqual(replyStats({ usage: { prompt_tokens: 3400, completion_tokens: 16, cached_tokens: 3380 },
