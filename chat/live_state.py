@@ -261,6 +261,26 @@ async def announce_worker(worker_id, info, ttl):
         await pipe.execute()
 
 
+async def worker_info(worker_id):
+    """The worker's last heartbeat (chat.worker.InferenceWorker.info), or None once it lapsed."""
+    value = await redis_client().get(WORKER_KEY_PREFIX + worker_id)
+    return json.loads(value) if value else None
+
+
+# --- which worker's prompt cache holds a conversation (cache-aware routing, chat.worker) ---------
+WARM_KEY_PREFIX = "chat:warm:"  # conversation id -> the worker that ended its last reply
+WARM_TTL = 3600  # seconds; a hint only: a worker that evicted it meanwhile reads the prompt again
+
+
+async def remember_warm(conversation_id, worker_id):
+    await redis_client().set(f"{WARM_KEY_PREFIX}{conversation_id}", worker_id, ex=WARM_TTL)
+
+
+async def warm_worker(conversation_id):
+    value = await redis_client().get(f"{WARM_KEY_PREFIX}{conversation_id}")
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def worker_is_alive(worker_id):
     return bool(await redis_client().exists(WORKER_KEY_PREFIX + worker_id))
 

@@ -65,6 +65,9 @@ class _ClusterCollector:
                                      "Prompt tokens taken from the KV cache instead of read", labels=["worker"])
         evictions = CounterMetricFamily("chat_worker_prefix_cache_evictions",
                                         "Cached replies dropped (wholly or beyond a match) to make room", labels=["worker"])
+        routed = CounterMetricFamily("chat_worker_routed_turns",
+                                     "Turns of conversations warm on another worker: handed over to it, received "
+                                     "from one, or handed back for want of room", labels=["worker", "outcome"])
         for info in self.workers:
             active.add_metric([info["id"]], info.get("active", 0))
             waiting_here.add_metric([info["id"]], info.get("waiting", 0))
@@ -77,7 +80,9 @@ class _ClusterCollector:
                 lookups.add_metric([info["id"], "miss"], cache.get("misses", 0))
                 reused.add_metric([info["id"]], cache.get("reused_tokens", 0))
                 evictions.add_metric([info["id"]], cache.get("evictions", 0))
-        yield from (active, waiting_here, replies, tokens, lookups, reused, evictions)
+            for outcome, count in (info.get("routing") or {}).items():
+                routed.add_metric([info["id"], outcome], count)
+        yield from (active, waiting_here, replies, tokens, lookups, reused, evictions, routed)
 
 
 def exposition(queue_depth, workers):

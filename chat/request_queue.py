@@ -72,6 +72,26 @@ async def take(worker_id, count, block_ms=1000, model=None):
     return [(entry_id, json.loads(fields["request"])) for _, entries in answer or [] for entry_id, fields in entries]
 
 
+async def hand_over(entry_id, to_worker, model=None):
+    """Make a request this worker took pending for `to_worker` instead (XCLAIM): it is still served
+    once, by whoever holds it, and adopted like any other if that worker dies. False when the entry
+    is gone (acknowledged meanwhile)."""
+    claimed = await redis_client().xclaim(stream_of(model), GROUP, to_worker, min_idle_time=0, message_ids=[entry_id])
+    return any(fields for _, fields in claimed)
+
+
+async def own_pending(worker_id, model=None, count=1000):
+    """Every request pending for this worker (taken, or handed to it, and not yet acknowledged)."""
+    try:
+        answer = await redis_client().xreadgroup(GROUP, worker_id, {stream_of(model): "0"}, count=count)
+    except ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        return []
+    return [(entry_id, json.loads(fields["request"]))
+            for _, entries in answer or [] for entry_id, fields in entries if fields]
+
+
 async def acknowledge(entry_id, model=None):
     r, stream = redis_client(), stream_of(model)
     async with r.pipeline(transaction=True) as pipe:

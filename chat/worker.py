@@ -4,6 +4,15 @@ Run it with `python manage.py inference_worker`. It loads the model once, then s
 request stream (chat.request_queue; it announces the model's name) until SIGTERM/SIGINT. Concurrent
 replies are decoded together in one batch (inference.engine_loop); those beyond the batch's budget
 wait and are told their place.
+
+Cache-aware routing: a worker whose engine keeps prompts cached (inference.prefix_cache) notes, as
+it ends a reply, that it holds the conversation (chat.live_state.remember_warm). A worker that takes
+a turn of a conversation another worker holds hands the request over to that one (XCLAIM, then a
+word on its control group) when its last heartbeat showed room in its batch; the warm worker starts
+it, or hands it straight back when its batch filled meanwhile. So a follow-up reads only its new
+tokens wherever it is possible without waiting for a busy worker, the queue stays first come, first
+served (a request is handed over only by a worker that had room for it), and a handed-over request
+is pending for one worker at a time: served once, and adopted like any other if that worker dies.
 """
 import asyncio
 import collections
@@ -26,11 +35,18 @@ from inference.generation import Finished
 
 from . import request_queue
 from .lifecycle import WORKERS_GROUP, finish_reply, still_generating, user_group
-from .live_state import ConversationHistory, LiveReply, announce_worker, retrying, withdraw_worker
+from .live_state import (ConversationHistory, LiveReply, announce_worker, remember_warm, retrying, warm_worker,
+                         withdraw_worker, worker_info)
 from .models import Conversation, Message
 
 log = logging.getLogger(__name__)
 _END = object()
+TAKE_BLOCK_MS = 100  # a worker waits this long for new requests before it looks at handovers again
+
+
+def worker_group(worker_id):
+    """The group of one worker's control channel (handovers of warm conversations)."""
+    return f"chat.worker.{worker_id}"
 
 
 class InferenceWorker:
@@ -51,11 +67,17 @@ class InferenceWorker:
         self.finished = collections.Counter()  # finish reason -> replies, for /metrics
         self.tokens = 0
         self.engine_deaths = []  # when its engine became unhealthy, for the restart backoff
+        # cache-aware routing (the module's docstring): only an engine that keeps prompts cached takes part
+        self.keeps_prefixes = getattr(engine.loop, "stats", None) is not None
+        self.handovers = {}  # entry id -> the worker that handed it here (to hand it back to)
+        self.look_at_pending = False  # a handover came, or one waits here for room
+        self.routing = collections.Counter()  # handed_over, handed_back, received: for /metrics
 
     async def run(self, stop_event):
         """Serve until stop_event is set; replies in progress are cancelled and stored."""
         self.control_channel = await self.layer.new_channel()
         await self.layer.group_add(WORKERS_GROUP, self.control_channel)
+        await self.layer.group_add(worker_group(self.id), self.control_channel)
         await request_queue.ensure_group(self.engine.name)
         self.tasks = set()
         self.room = asyncio.Event()
@@ -76,6 +98,7 @@ class InferenceWorker:
             await asyncio.wait(loops, timeout=2)
             await withdraw_worker(self.id)
             await self.layer.group_discard(WORKERS_GROUP, self.control_channel)
+            await self.layer.group_discard(worker_group(self.id), self.control_channel)
             log.info("worker %s stopped", self.id)
 
     def info(self):
@@ -90,6 +113,8 @@ class InferenceWorker:
             "started": self.started,
             "active": sum(1 for s in streams if not s.queue_position),
             "waiting": sum(1 for s in streams if s.queue_position),
+            "room": self.engine.config.max_batch_size - len(self.replies),  # for handovers
+            "routing": dict(self.routing),
             "replies": dict(self.finished),
             "tokens": self.tokens,
             "ready": self.engine.loop.healthy(),  # /healthz counts only ready workers
@@ -109,6 +134,7 @@ class InferenceWorker:
             await self._keep_serving()
             # Re-joining is idempotent; it restores membership after a Redis restart or expiry.
             await self.layer.group_add(WORKERS_GROUP, self.control_channel)
+            await self.layer.group_add(worker_group(self.id), self.control_channel)
             await self._adopt_orphans()
             # Waiting replies stay alive while they wait, and learn their place in line.
             for request, stream in list(self.replies.values()):
@@ -155,17 +181,63 @@ class InferenceWorker:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
 
     async def _take_requests(self):
-        """Take requests while the batch has room; the rest wait in the shared queue, in order."""
+        """Take requests while the batch has room; the rest wait in the shared queue, in order. A
+        request of a conversation another worker holds warm goes to that worker where it has room."""
         while True:
-            free = self.engine.config.max_batch_size - len(self.replies)
-            if not self.engine.loop.healthy():  # nothing is taken until the engine is back
-                free = 0
+            self.room.clear()  # before looking: a reply that ends or a handover from now on wakes the wait
+            if self.look_at_pending:
+                await self._take_handovers()
+            free = self._free()
             if free <= 0:
-                self.room.clear()
                 await self.room.wait()
                 continue
-            for entry_id, request in await request_queue.take(self.id, free, model=self.engine.name):
+            for entry_id, request in await request_queue.take(self.id, free, block_ms=TAKE_BLOCK_MS,
+                                                              model=self.engine.name):
+                if not await self._hand_to_warm_worker(entry_id, request):
+                    self._start(entry_id, request)
+
+    def _free(self):
+        if not self.engine.loop.healthy():  # nothing is taken until the engine is back
+            return 0
+        return self.engine.config.max_batch_size - len(self.replies)
+
+    async def _hand_to_warm_worker(self, entry_id, request):
+        """Hand the request to the worker holding its conversation's prompt, when that worker's last
+        heartbeat showed room for it; True when handed over."""
+        if not self.keeps_prefixes:
+            return False
+        target = await warm_worker(request["conversation"])
+        if not target or target == self.id:
+            return False
+        info = await worker_info(target)
+        if not info or info.get("model") != self.engine.name or not info.get("ready") or info.get("room", 0) <= 0:
+            return False
+        if not await request_queue.hand_over(entry_id, target, self.engine.name):
+            return False
+        self.routing["handed_over"] += 1
+        log.info("turn handed over reply=%s from=%s to=%s", request["message"], self.id, target,
+                 extra={"turn": request.get("turn"), "reply": request["message"], "worker": self.id})
+        await self.layer.group_send(worker_group(target), {"type": "chat.handover", "entry": entry_id,
+                                                           "back_to": self.id})
+        return True
+
+    async def _take_handovers(self):
+        """Start the requests handed to this worker (and any other pending here that it is not
+        serving); with no room left for one, hand it back to the worker it came from."""
+        self.look_at_pending = False
+        handovers, self.handovers = self.handovers, {}
+        for entry_id, request in await request_queue.own_pending(self.id, self.engine.name):
+            if request["message"] in self.replies:
+                continue
+            back_to = handovers.get(entry_id)
+            if self._free() > 0:
+                self.routing["received"] += 1
                 self._start(entry_id, request)
+            elif back_to and await request_queue.hand_over(entry_id, back_to, self.engine.name):
+                self.routing["handed_back"] += 1
+                await self.layer.group_send(worker_group(back_to), {"type": "chat.handover", "entry": entry_id})
+            else:  # it waits here for room (the loop looks again when a reply ends)
+                self.look_at_pending = True
 
     def _start(self, entry_id, request):
         self.replies[request["message"]] = (request, None)  # counted against the batch at once
@@ -203,7 +275,11 @@ class InferenceWorker:
     async def _take_control(self):
         while True:
             event = await self.layer.receive(self.control_channel)
-            if event.get("type") == "chat.stop" and event.get("message") in self.replies:
+            if event.get("type") == "chat.handover":
+                self.handovers[event["entry"]] = event.get("back_to")  # None: handed back, serve it
+                self.look_at_pending = True
+                self.room.set()
+            elif event.get("type") == "chat.stop" and event.get("message") in self.replies:
                 _, stream = self.replies[event["message"]]
                 if stream is not None:
                     stream.cancel()
@@ -327,6 +403,8 @@ class InferenceWorker:
             "turn": request.get("turn"), "reply": message_id, "worker": self.id, "finish_reason": stream.finish_reason,
             "prompt_tokens": stream.prompt_tokens, "completion_tokens": stream.completion_tokens,
             "cached_tokens": stream.cached_tokens, "ttft_s": round(first_token_at - started, 3) if first_token_at else None})
+        if self.keeps_prefixes:  # its prompt and reply stay in this engine's cache: later turns come here
+            await remember_warm(request["conversation"], self.id)
         await finish_reply(
             message_id,
             content="".join(text),
