@@ -253,15 +253,15 @@ async def chat_completions(request):
     return await _with_rate_limits(JsonResponse({
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": _finish(done["finish_reason"])}],
+                     "logprobs": _logprobs(done), "finish_reason": _finish(done["finish_reason"])}],
         "usage": _usage(done),
     }), owner)
 
 
 async def _sse(follower, reply, completion_id, created, model, include_usage):
-    def chunk(delta, finish_reason=None, **extra):
+    def chunk(delta, finish_reason=None, logprobs=None):
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}], **extra}
+                   "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
         return f"data: {json.dumps(payload)}\n\n"
 
     finished = False
@@ -275,8 +275,8 @@ async def _sse(follower, reply, completion_id, created, model, include_usage):
                 if event["finish_reason"] == "error":
                     error = {"message": event.get("detail", "the reply failed"), "type": "server_error"}
                     yield f"data: {json.dumps({'error': error})}\n\n"
-                else:
-                    yield chunk({}, _finish(event["finish_reason"]))
+                else:  # the reply's logprobs come whole, with its last chunk
+                    yield chunk({}, _finish(event["finish_reason"]), logprobs=_logprobs(event))
                     if include_usage:
                         yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': _usage(event)})}\n\n"
         yield "data: [DONE]\n\n"
@@ -288,6 +288,11 @@ async def _sse(follower, reply, completion_id, created, model, include_usage):
 
 def _finish(reason):
     return {"length": "length"}.get(reason, "stop")
+
+
+def _logprobs(done):
+    """OpenAI's choice.logprobs: the reply's tokens, where the request asked for logprobs (else null)."""
+    return {"content": done["logprobs"]} if "logprobs" in done else None
 
 
 def _usage(done):

@@ -8,9 +8,9 @@ a client can always tell that something it asked for did not happen.
 HANDLED_BY_API = {"model", "messages", "stream", "stream_options", "continue_final_message", "n", "user",
                   "add_generation_prompt"}  # vLLM's, sent with continue_final_message (chat.api._messages)
 # OpenAI's names that mean the same here.
-SAME_NAME = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+SAME_NAME = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs")
 # The engine has these, but their way from the worker to the answer is not built yet: refused, not ignored.
-NOT_YET = {"logprobs": "logprobs", "top_logprobs": "logprobs", "tools": "tool calls", "tool_choice": "tool calls",
+NOT_YET = {"tools": "tool calls", "tool_choice": "tool calls",
            "parallel_tool_calls": "tool calls", "functions": "tool calls", "function_call": "tool calls"}
 # vLLM's extra sampling fields, which many clients send to self-hosted servers.
 VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "stop_token_ids")

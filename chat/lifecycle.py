@@ -119,10 +119,11 @@ async def stop_before_removal(reply_ids, wait=STOP_WAIT):
 
 # --- ended -------------------------------------------------------------------------------
 async def finish_reply(message_id, *, content, finish_reason, error_detail="", created_before=None,
-                       cached_tokens=None, **stats):
+                       cached_tokens=None, logprobs=None, **stats):
     """Store the final state of a generating reply and tell the user's sockets. False if already ended
     (or, with `created_before`, if the reply is newer than that). `cached_tokens` (prompt tokens the
-    engine reused from its cache) goes out in `done` only: the Message has no column for it."""
+    engine reused from its cache) and `logprobs` (OpenAI's, where the reply asked for them) go out in
+    `done` only: the Message has no column for them."""
     message = await _store_final(message_id, content, finish_reason, error_detail, created_before, stats)
     if message is None:
         return False
@@ -134,16 +135,19 @@ async def finish_reply(message_id, *, content, finish_reason, error_detail="", c
     if finish_reason != Message.FinishReason.ERROR or message.content:
         await ConversationHistory(owner_key, conversation.pk).append(message.pk, message.role, message.content)
     await LiveReply(message_id).end()
-    await retrying(lambda: get_channel_layer().group_send(user_group(owner_key), done_event(message, cached_tokens)))
+    done = done_event(message, cached_tokens, logprobs)
+    await retrying(lambda: get_channel_layer().group_send(user_group(owner_key), done))
     return True
 
 
-def done_event(message, cached_tokens=None):
+def done_event(message, cached_tokens=None, logprobs=None):
     """The `done` event of an ended reply, as stored (and the cached prompt tokens, where known)."""
     done = {"type": "chat.done", "conversation": message.conversation_id, "message": message.pk,
             "finish_reason": message.finish_reason, **message.usage_fields()}
     if cached_tokens is not None:
         done["usage"]["cached_tokens"] = cached_tokens
+    if logprobs is not None:
+        done["logprobs"] = logprobs
     if message.error_detail:
         done["detail"] = message.error_detail
     return done

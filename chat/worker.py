@@ -405,8 +405,10 @@ class InferenceWorker:
             "cached_tokens": stream.cached_tokens, "ttft_s": round(first_token_at - started, 3) if first_token_at else None})
         if self.keeps_prefixes:  # its prompt and reply stay in this engine's cache: later turns come here
             await remember_warm(request["conversation"], self.id)
+        logprobs_of = getattr(self.engine, "logprobs_of", None)  # an upstream engine gives none
         await finish_reply(
             message_id,
+            logprobs=logprobs_of(stream, "".join(text[1:] if prefix else text)) if logprobs_of else None,
             content="".join(text),
             finish_reason=stream.finish_reason,
             prompt_tokens=stream.prompt_tokens,

@@ -108,3 +108,9 @@ class Detokenizers:
     def new(self):
         return ByteDetokenizer(self.token_bytes) if self.token_bytes else WindowDetokenizer(self.tokenizer)
 
+    def bytes_of(self, token_id):
+        """One token's bytes on its own (a non-byte-level tokenizer's decode of it)."""
+        if self.token_bytes:
+            return self.token_bytes[token_id]
+        return self.tokenizer.decode([token_id], skip_special_tokens=True).encode()
+

@@ -11,6 +11,7 @@ from .device import resolve_device, resolve_dtype
 from .engine_loop import EngineLoop
 from .errors import EngineError
 from .generation import ReplyStream
+from .logprobs import openai_logprobs
 from .prompt import build_prompt
 from .quantization import quantize_weights, resolve_quantize
 from .sampling import SamplingParams, model_defaults, reply_request
@@ -93,6 +94,13 @@ class Engine:
         """(text, its tokens) where the prompt ends with the reply being continued, else None."""
         ids = self.loop.sampled_replies.get(text) or self.tokenizer.encode(text, add_special_tokens=False)
         return (text, tuple(ids)) if ids and tuple(prompt_ids[-len(ids):]) == tuple(ids) else None
+
+    def logprobs_of(self, stream, text):
+        """OpenAI's `logprobs.content` for an ended reply whose generated text is `text`, or None
+        where its params did not ask for them (inference.logprobs)."""
+        if not stream.params.logprobs:
+            return None
+        return openai_logprobs(stream.token_ids, stream.logprobs, self.loop.detokenizers.bytes_of, text)
 
     def reply(self, messages, params=None, system=None):
         return self.stream_reply(messages, params, system).text()

@@ -297,6 +297,8 @@ def _set_controls(params):
             body[name] = list(value) if isinstance(value, tuple) else value
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.logprobs:  # its answer's logprobs have no way back through this worker yet: refused, not lost
+        raise EngineError("an upstream worker does not pass on logprobs")
     if params.structure is not None:
         if params.structure["type"] == "tool_calls":
             raise EngineError("an upstream worker cannot force tool calls")

@@ -30,7 +30,6 @@ def test_the_openai_and_vllm_sampling_fields_map_onto_the_engines_params():
     ({"made_up_field": 1}, "made_up_field"),
     ({"response_format": {"type": "xml"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
-    ({"logprobs": True}, "logprobs"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
 ])
 def test_a_field_the_server_does_not_support_is_refused_by_name(body, param):

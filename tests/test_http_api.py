@@ -158,12 +158,32 @@ def test_the_openai_client_gets_its_stop_strings_penalties_and_json_schema(api_s
 
 def test_a_field_the_server_does_not_support_is_refused_by_name(api_stack, api_key):
     api = client(api_stack, api_key)
-    for extra in ({"logprobs": True}, {"extra_body": {"made_up": 1}}, {"n": 2}):
+    for extra in ({"tools": [{"type": "function", "function": {"name": "f"}}]}, {"extra_body": {"made_up": 1}},
+                  {"n": 2}):
         with pytest.raises(openai.BadRequestError) as refused:
             api.chat.completions.create(model="default", max_tokens=4,
                                         messages=[{"role": "user", "content": "Hi"}], **extra)
         name = next(iter(extra.get("extra_body", extra)))
         assert refused.value.body["param"] == name and name in refused.value.body["message"]
+
+
+def test_logprobs_come_with_each_token_of_the_answer_streamed_or_not(api_stack, api_key):
+    api = client(api_stack, api_key)
+    asked = dict(model="default", max_tokens=12, temperature=0, logprobs=True, top_logprobs=3,
+                 messages=[{"role": "user", "content": "Name three colours."}])
+    answer = api.chat.completions.create(**asked)
+    content, tokens = answer.choices[0].message.content, answer.choices[0].logprobs.content
+    assert content and bytes(b for t in tokens for b in t.bytes).decode() == content  # every token, in order
+    for token in tokens:
+        assert token.logprob <= 0 and len(token.top_logprobs) == 3
+        assert token.top_logprobs[0].token == token.token  # greedy: the chosen token was the likeliest
+        assert token.top_logprobs[0].logprob == pytest.approx(token.logprob, abs=1e-4)
+    chunks = list(api.chat.completions.create(**asked, stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == content
+    assert [t.token for t in streamed] == [t.token for t in tokens]
+    plain = api.chat.completions.create(**{**asked, "logprobs": False, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None
 
 
 def test_a_follow_up_call_reports_the_prompt_tokens_read_from_the_cache(api_stack, api_key):
