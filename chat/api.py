@@ -20,9 +20,9 @@ from redis.exceptions import RedisError
 from inference.sampling import InvalidParameters
 
 from . import admission, api_fields, api_limits, metrics, turns
-from .lifecycle import NO_WORKER, ReplyFollower, dispatch, request_stop, stored_reply
+from .lifecycle import NO_WORKER, ReplyFollower, dispatch, finish_reply, request_stop, stored_reply
 from .live_state import LiveReply, live_workers, served_models
-from .models import ApiKey, Owner
+from .models import ApiKey, Message, Owner
 from .turns import ProtocolError
 
 ROLES = {"system", "user", "assistant"}
@@ -172,12 +172,13 @@ async def _model(body):
     return requested
 
 
-async def _start(request, owner, messages, params, kind, model=None):
-    """Admit and store the conversation, and queue its reply to `model`; returns (conversation, reply,
-    a ReplyFollower of it, subscribed before the reply was queued so that it misses none of its tokens)."""
+async def _start(request, owner, messages, params, kind, model=None, choices=1):
+    """Admit and store the conversation, and queue its reply (OpenAI's n: `choices` replies, versions of
+    one another) to `model`; returns (conversation, replies, a ReplyFollower of them, subscribed before
+    they were queued so that it misses none of their tokens)."""
     try:
-        conversation, reply = await admission.admit_turn(owner, admission.http_client_address(request), None,
-                                                         turns.start_api_turn, messages, params)
+        conversation, replies = await admission.admit_turn(owner, admission.http_client_address(request), None,
+                                                           turns.start_api_turn, messages, params, choices)
     except ProtocolError as exc:
         raise _refusal(exc) from None
     except api_limits.KeyRateLimited as exc:
@@ -185,19 +186,21 @@ async def _start(request, owner, messages, params, kind, model=None):
         error.retry_after = exc.retry_after
         raise error from None
     metrics.TURNS.labels(kind).inc()
-    if reply.content:  # it goes on from an assistant message: its text so far, for the chat's history
-        await LiveReply(reply.pk).start_from(reply.content, settings.CHAT_REQUEST_TIMEOUT)
     follower = await ReplyFollower(owner.key).subscribe()
     try:
-        queued = await dispatch(owner.key, conversation.pk, reply, model)
+        for position, reply in enumerate(replies):
+            if reply.content:  # it goes on from an assistant message: its text so far, for the chat's history
+                await LiveReply(reply.pk).start_from(reply.content, settings.CHAT_REQUEST_TIMEOUT)
+            if await dispatch(owner.key, conversation.pk, reply, model) is None:  # it ended, as no_worker
+                detail = (await stored_reply(reply.pk)).error_detail or NO_WORKER  # names the model nobody serves
+                for other in replies[position + 1:]:  # the other choices end the same way
+                    await finish_reply(other.pk, content=other.content, finish_reason=Message.FinishReason.ERROR,
+                                       error_detail=detail)
+                raise ApiError(503, detail, kind="server_error", code="no_worker")
     except BaseException:
         await follower.close()
         raise
-    if queued is None:
-        await follower.close()
-        detail = (await stored_reply(reply.pk)).error_detail or NO_WORKER  # names the model nobody serves
-        raise ApiError(503, detail, kind="server_error", code="no_worker")
-    return conversation, reply, follower
+    return conversation, replies, follower
 
 
 async def _with_rate_limits(response, owner):
@@ -212,20 +215,23 @@ async def _with_rate_limits(response, owner):
     return response
 
 
-async def _collect(follower, reply):
-    text, done = [], None
+async def _collect(follower, replies):
+    """[(text, done)] of each reply, in order, once every one has ended."""
+    texts, dones = {reply.pk: [] for reply in replies}, {}
     try:
-        async for event in follower.events(reply.pk):
+        async for event in follower.events(*texts):
             if event["type"] == "chat.token":
-                text.append(event["text"])
+                texts[event["message"]].append(event["text"])
             elif event["type"] == "chat.done":
-                done = event
+                dones[event["message"]] = event
     except asyncio.CancelledError:  # Django cancels the view when its client goes away: stop generating
-        await asyncio.shield(request_stop(reply.pk))
+        for reply in replies:
+            await asyncio.shield(request_stop(reply.pk))
         raise
-    if done["finish_reason"] == "error":
-        raise ApiError(502, done.get("detail", "the reply failed"), kind="server_error", code="generation_failed")
-    return "".join(text), done
+    for done in dones.values():
+        if done["finish_reason"] == "error":
+            raise ApiError(502, done.get("detail", "the reply failed"), kind="server_error", code="generation_failed")
+    return [("".join(texts[reply.pk]), dones[reply.pk]) for reply in replies]
 
 
 @csrf_exempt
@@ -239,51 +245,57 @@ async def chat_completions(request):
         system = "\n".join(m["content"] for m in messages if m["role"] == "system") or None
         params = _params(body, system)
         model = await _model(body)
-        conversation, reply, follower = await _start(request, owner, messages, params, "api", model)
-        created, completion_id = int(time.time()), f"chatcmpl-{reply.pk}"
+        conversation, replies, follower = await _start(request, owner, messages, params, "api", model,
+                                                       api_fields.choices_count(body))
+        created, completion_id = int(time.time()), f"chatcmpl-{replies[0].pk}"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = _sse(follower, reply, completion_id, created, model, include_usage)
+            events = _sse(follower, replies, completion_id, created, model, include_usage)
             response = StreamingHttpResponse(events, content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"
             return await _with_rate_limits(response, owner)
-        text, done = await _collect(follower, reply)
+        answers = await _collect(follower, replies)
     except ApiError as exc:
         return await _with_rate_limits(exc.response(), owner)
     return await _with_rate_limits(JsonResponse({
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "logprobs": _logprobs(done), "finish_reason": _finish(done["finish_reason"])}],
-        "usage": _usage(done),
+        "choices": [{"index": index, "message": {"role": "assistant", "content": text},
+                     "logprobs": _logprobs(done), "finish_reason": _finish(done["finish_reason"])}
+                    for index, (text, done) in enumerate(answers)],
+        "usage": _usage(*[done for _, done in answers]),
     }), owner)
 
 
-async def _sse(follower, reply, completion_id, created, model, include_usage):
-    def chunk(delta, finish_reason=None, logprobs=None):
+async def _sse(follower, replies, completion_id, created, model, include_usage):
+    def chunk(index, delta, finish_reason=None, logprobs=None):
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
+                   "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}]}
         return f"data: {json.dumps(payload)}\n\n"
 
-    finished = False
+    index_of = {reply.pk: index for index, reply in enumerate(replies)}
+    dones = []
     try:
-        yield chunk({"role": "assistant", "content": ""})
-        async for event in follower.events(reply.pk):
+        for index in index_of.values():
+            yield chunk(index, {"role": "assistant", "content": ""})
+        async for event in follower.events(*index_of):
+            index = index_of[event["message"]]
             if event["type"] == "chat.token":
-                yield chunk({"content": event["text"]})
+                yield chunk(index, {"content": event["text"]})
             elif event["type"] == "chat.done":
-                finished = True
+                dones.append(event)
                 if event["finish_reason"] == "error":
                     error = {"message": event.get("detail", "the reply failed"), "type": "server_error"}
                     yield f"data: {json.dumps({'error': error})}\n\n"
                 else:  # the reply's logprobs come whole, with its last chunk
-                    yield chunk({}, _finish(event["finish_reason"]), logprobs=_logprobs(event))
-                    if include_usage:
-                        yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': _usage(event)})}\n\n"
+                    yield chunk(index, {}, _finish(event["finish_reason"]), logprobs=_logprobs(event))
+        if include_usage:
+            yield f"data: {json.dumps({'id': completion_id, 'object': 'chat.completion.chunk', 'created': created, 'model': model, 'choices': [], 'usage': _usage(*dones)})}\n\n"
         yield "data: [DONE]\n\n"
     finally:
         await follower.close()  # if the stream ended before its events did
-        if not finished:  # the client went away: stop generating for nobody
-            await request_stop(reply.pk)
+        for reply in replies:
+            if len(dones) < len(replies):  # the client went away: stop generating for nobody
+                await request_stop(reply.pk)
 
 
 def _finish(reason):
@@ -295,10 +307,12 @@ def _logprobs(done):
     return {"content": done["logprobs"]} if "logprobs" in done else None
 
 
-def _usage(done):
-    """OpenAI's usage: the prompt tokens the engine reused from its cache in prompt_tokens_details."""
-    usage = dict(done["usage"])
+def _usage(*dones):
+    """OpenAI's usage of one call: its prompt once (the first choice's: the others read the same), the
+    completion tokens of every choice, and the prompt tokens the engine reused from its cache."""
+    usage = dict(dones[0]["usage"])
     cached = usage.pop("cached_tokens", None) or 0
+    usage["completion_tokens"] = sum(done["usage"]["completion_tokens"] for done in dones)
     return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
             "prompt_tokens_details": {"cached_tokens": cached}}
 
@@ -332,15 +346,15 @@ async def generate(request):
             raise ApiError(400, f"the prompt has {len(prompt)} characters; the limit is "
                            f"{settings.CHAT_MAX_MESSAGE_CHARS} (CHAT_MAX_MESSAGE_CHARS)", code="too_large")
         owner = await _owner(request, guests_allowed=True)
-        chat_only = sorted(set(body) & {"messages", "stream", "stream_options", "continue_final_message"})
+        chat_only = sorted(set(body) & {"messages", "stream", "stream_options", "continue_final_message", "n"})
         if chat_only:
             raise ApiError(400, f"{chat_only[0]} is a /v1/chat/completions field; /generate takes a prompt",
                            param=chat_only[0])
         fields = {name: value for name, value in body.items() if name not in ("prompt", "system")}
         params = _params(fields, body.get("system") if isinstance(body.get("system"), str) else None)
-        _, reply, follower = await _start(request, owner, [{"role": "user", "content": prompt}], params, "generate",
-                                          await _model(body))
-        text, done = await _collect(follower, reply)
+        _, replies, follower = await _start(request, owner, [{"role": "user", "content": prompt}], params,
+                                            "generate", await _model(body))
+        [(text, done)] = await _collect(follower, replies)
     except ApiError as exc:
         return await _with_rate_limits(exc.response(), owner)
     return await _with_rate_limits(

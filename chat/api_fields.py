@@ -14,7 +14,7 @@ NOT_YET = {"tools": "tool calls", "tool_choice": "tool calls",
            "parallel_tool_calls": "tool calls", "functions": "tool calls", "function_call": "tool calls"}
 # vLLM's extra sampling fields, which many clients send to self-hosted servers.
 VLLM_EXTRAS = ("top_k", "min_p", "repetition_penalty", "min_tokens", "stop_token_ids")
-MAX_N = 1  # several choices are not built yet
+MAX_N = 4  # choices of one call (each a reply in the batch: a quarter of the default batch of 16)
 
 
 class FieldError(Exception):

@@ -75,6 +75,7 @@ async def dispatch(owner_key, conversation_id, reply, model=None):
     entry_id = await request_queue.enqueue({
         "type": "chat.generate", "turn": turn, "conversation": conversation_id, "message": reply.pk,
         "owner": owner_key, "params": params, "system": system, "model": model,
+        "parent": reply.parent_id,  # the prompt ends there (other versions of this reply are not in it)
         # a reply reopened by `continue` goes on from its stored text (a new one has none)
         **({"prefix": reply.content} if reply.content else {}),
     })
@@ -132,7 +133,7 @@ async def finish_reply(message_id, *, content, finish_reason, error_detail="", c
     if conversation.api_key_id:  # before `done` goes out: the key's next call already sees these tokens
         await api_limits.record_tokens(conversation.api_key_id, (message.prompt_tokens or 0)
                                        + (message.completion_tokens or 0))
-    if finish_reason != Message.FinishReason.ERROR or message.content:
+    if (finish_reason != Message.FinishReason.ERROR or message.content) and not message.superseded:
         await ConversationHistory(owner_key, conversation.pk).append(message.pk, message.role, message.content)
     await LiveReply(message_id).end()
     done = done_event(message, cached_tokens, logprobs)
@@ -283,26 +284,27 @@ class ReplyFollower:
             channel, self.channel = self.channel, None
             await self.layer.group_discard(self.group, channel)
 
-    async def events(self, reply_id):
-        """Yield the reply's events until its `done`, then unsubscribe."""
-        timing = metrics.TurnTiming()
+    async def events(self, *reply_ids):
+        """Yield the replies' events until each one's `done`, then unsubscribe."""
+        timings = {reply_id: metrics.TurnTiming() for reply_id in reply_ids}
         try:
-            while True:
+            while timings:
                 try:
-                    event = await asyncio.wait_for(self.layer.receive(self.channel), REAP_INTERVAL)
+                    events = [await asyncio.wait_for(self.layer.receive(self.channel), REAP_INTERVAL)]
                 except TimeoutError:
-                    if await still_generating(reply_id):
+                    events = [done_event(await stored_reply(reply_id)) for reply_id in list(timings)
+                              if not await still_generating(reply_id)]
+                for event in events:
+                    timing = timings.get(event.get("message"))
+                    if timing is None:
                         continue
-                    event = done_event(await stored_reply(reply_id))
-                if event.get("message") != reply_id:
-                    continue
-                if event["type"] == "chat.token":
-                    timing.token()
-                elif event["type"] == "chat.done":
-                    timing.done(event)
-                yield event
-                if event["type"] == "chat.done":
-                    return
+                    if event["type"] == "chat.token":
+                        timing.token()
+                    elif event["type"] == "chat.done":
+                        timing.done(event)
+                        timings.pop(event["message"]).close()
+                    yield event
         finally:
-            timing.close()
+            for timing in timings.values():
+                timing.close()
             await self.close()

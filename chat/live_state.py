@@ -61,9 +61,13 @@ class ConversationHistory:
             return [json.loads(item) for item in raw]
         return await self.rebuild()
 
-    async def prompt_messages(self):
-        """[{role, content}] as the model reads them: each message with its files in front (chat.attachments)."""
+    async def prompt_messages(self, until=None):
+        """[{role, content}] as the model reads them: each message with its files in front (chat.attachments);
+        with `until`, the messages up to that one (a reply's parent: what came after is not its prompt)."""
         messages = await self.messages()
+        ends = [i for i, m in enumerate(messages) if m["id"] == until]
+        if ends:
+            messages = messages[:ends[-1] + 1]
         with_files = [m["id"] for m in messages if m.get("files")]
         files = await _load_attachments(with_files) if with_files else {}
         return [{"role": m["role"], "content": _prompt_content(m["content"], files.get(m["id"]))} for m in messages]

@@ -265,9 +265,11 @@ def rate(owner, message_id, rating, comment):
 
 
 @transaction.atomic
-def start_api_turn(owner, messages, params):
+def start_api_turn(owner, messages, params, choices=1):
     """Store an API request as a new conversation: its messages, then the reply to fill: empty, or,
-    when the messages end with the assistant's, that message, to go on from (its text so far)."""
+    when the messages end with the assistant's, that message, to go on from (its text so far).
+    Returns (conversation, [replies]): with `choices` (OpenAI's n) above 1, the others are versions of
+    the first (chat.versions), shown in the admin's transcript, not in the conversation's branch."""
     if owner.api_key is not None:
         refuse_if_key_busy(owner.api_key)
     else:
@@ -283,4 +285,10 @@ def start_api_turn(owner, messages, params):
             parent = Message.objects.create(
                 conversation=conversation, role=m["role"], content=m["content"], parent=parent,
                 finish_reason=Message.FinishReason.STOP if m["role"] == Message.Role.ASSISTANT else "")
-    return conversation, _new_reply(conversation, params, parent, content=prefix)
+    replies = [_new_reply(conversation, params, parent, content=prefix)]
+    for index in range(1, choices):  # a seeded call's choices differ, each reproducible: seed + index
+        seeded = {**params, "seed": params["seed"] + index} if params.get("seed") is not None else params
+        replies.append(Message.objects.create(
+            conversation=conversation, role=Message.Role.ASSISTANT, content=prefix, superseded=True,
+            finish_reason=Message.FinishReason.GENERATING, params=seeded, parent=parent))
+    return conversation, replies

@@ -339,7 +339,8 @@ class InferenceWorker:
         log.info("turn taken reply=%s worker=%s", message_id, self.id,
                  extra={"turn": request.get("turn"), "reply": message_id, "worker": self.id})
         started = time.monotonic()
-        messages = await ConversationHistory(request["owner"], request["conversation"]).prompt_messages()
+        messages = await ConversationHistory(request["owner"], request["conversation"]).prompt_messages(
+            until=request.get("parent"))
         if prefix:
             messages.append({"role": "assistant", "content": prefix})
         try:

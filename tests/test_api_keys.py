@@ -244,3 +244,21 @@ async def test_a_persons_page_is_not_busy_while_their_keys_calls_generate(worker
     assert [f["type"] for f in frames if f["type"] in ("ack", "error", "done")] == ["ack", "done"]
     assert (await call).status_code == 200
     await socket.disconnect()
+
+
+async def test_a_choice_generated_after_another_ended_reads_only_the_callers_messages(tiny_engine, clean_redis):
+    import dataclasses
+
+    from tests.chat_support import RecordingEngine, start_worker
+
+    # one reply at a time: the second choice starts once the first is stored (and in the chat's history)
+    engine = RecordingEngine(tiny_engine, config=dataclasses.replace(tiny_engine.config, max_batch_size=1))
+    worker, stop, task = await start_worker(engine)
+    try:
+        answer = await http("POST", "/v1/chat/completions", completion("Pick a word", n=2), headers=await issue_key())
+        assert answer.status_code == 200 and [c["index"] for c in answer.json()["choices"]] == [0, 1]
+        assert [c[-1] for c in engine.conversations] == [{"role": "user", "content": "Pick a word"}] * 2
+        assert [len(c) for c in engine.conversations] == [1, 1]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -159,12 +159,35 @@ def test_the_openai_client_gets_its_stop_strings_penalties_and_json_schema(api_s
 def test_a_field_the_server_does_not_support_is_refused_by_name(api_stack, api_key):
     api = client(api_stack, api_key)
     for extra in ({"tools": [{"type": "function", "function": {"name": "f"}}]}, {"extra_body": {"made_up": 1}},
-                  {"n": 2}):
+                  {"n": 5}):
         with pytest.raises(openai.BadRequestError) as refused:
             api.chat.completions.create(model="default", max_tokens=4,
                                         messages=[{"role": "user", "content": "Hi"}], **extra)
         name = next(iter(extra.get("extra_body", extra)))
         assert refused.value.body["param"] == name and name in refused.value.body["message"]
+
+
+def test_n_choices_are_answered_and_stored_as_versions_of_one_reply(api_stack, api_key):
+    api = client(api_stack, api_key)
+    asked = dict(model="default", max_tokens=8, temperature=1.0, seed=5, n=2,
+                 messages=[{"role": "user", "content": "Name a colour."}])
+    answer = api.chat.completions.create(**asked)
+    assert [c.index for c in answer.choices] == [0, 1]
+    assert answer.choices[0].message.content != answer.choices[1].message.content  # seeds 5 and 6
+    assert answer.usage.completion_tokens == 16  # both choices' tokens; the prompt once
+    first_reply = int(answer.id.removeprefix("chatcmpl-"))
+    stored = api_stack.query(
+        "SELECT content, superseded, parent_id FROM chat_message WHERE role = 'assistant' AND conversation_id = "
+        "(SELECT conversation_id FROM chat_message WHERE id = %s) ORDER BY id", first_reply)
+    assert [(content, bool(superseded)) for content, superseded, _ in stored] == [
+        (answer.choices[0].message.content, False), (answer.choices[1].message.content, True)]
+    assert stored[0][2] == stored[1][2]  # versions: one parent, the user's message
+    again = api.chat.completions.create(**asked, stream=True)
+    streamed = {}
+    for chunk in again:
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + (choice.delta.content or "")
+    assert streamed == {0: answer.choices[0].message.content, 1: answer.choices[1].message.content}
 
 
 def test_logprobs_come_with_each_token_of_the_answer_streamed_or_not(api_stack, api_key):
