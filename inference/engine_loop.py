@@ -20,6 +20,7 @@ import time
 import torch
 
 from .detokenizer import Detokenizers
+from .host_memory import keep_freed_memory
 from .errors import EngineError
 from .model_runner import ModelRunner
 from .prefix_cache import SampledReplies
@@ -68,6 +69,7 @@ class EngineLoop:
     def __init__(self, model, tokenizer, stop_token_ids, *, max_batch_size, max_cache_tokens, prefill_chunk_tokens,
                  slot_tokens, vocab_size, cuda_graphs="auto"):
         self.model, self.tokenizer, self.stop_token_ids = model, tokenizer, stop_token_ids
+        keep_freed_memory()  # activations are not handed back to the system between steps (inference.host_memory)
         self.detokenizers = Detokenizers(tokenizer)  # its token -> bytes table is built once, here
         self.device = next(model.parameters()).device
         self.max_batch_size, self.slot_tokens, self.cuda_graphs = max_batch_size, slot_tokens, cuda_graphs
