@@ -107,3 +107,31 @@ async def test_searches_per_minute_are_limited_per_user(clean_redis, settings):
     assert refused["code"] == "rate_limited" and refused["retry_after"] > 0
     assert "CHAT_SEARCHES_PER_MINUTE" in refused["detail"]
     await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_slow_search_holds_up_no_other_sockets_frames(clean_redis, monkeypatch):
+    import asyncio
+    import threading
+
+    release, searching = threading.Event(), threading.Event()
+    real_search = search.search
+
+    def slow_search(owner, query):  # stands in for a search over a large table
+        searching.set()
+        release.wait(30)
+        return real_search(owner, query)
+
+    monkeypatch.setattr(search, "search", slow_search)
+    searcher, other = await connect(await new_guest(identified=True)), await connect(await new_guest(identified=True))
+    try:
+        await searcher.send_json_to({"type": "search", "query": "anything"})
+        await asyncio.get_running_loop().run_in_executor(None, searching.wait, 10)
+        await other.send_json_to({"type": "list"})  # its database call runs while the search still does
+        assert (await other.receive_json_from(timeout=10))["type"] == "conversations"
+        assert not release.is_set()
+    finally:
+        release.set()
+    assert (await receive_until(searcher, "search_results"))[-1]["items"] == []
+    for socket in (searcher, other):
+        await socket.disconnect()
