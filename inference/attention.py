@@ -36,8 +36,7 @@ class StepLayout:
     positions: torch.Tensor  # [tokens] position of each packed token
     decode_count: int  # the first decode_count tokens are decode tokens, one per reply
     decode_slots: torch.Tensor | None  # [decode_count]
-    decode_rows: int  # slot rows the decode attention spans (highest decoding slot + 1)
-    decode_mask: torch.Tensor | None  # [decode_rows, 1, 1, kv_length] True where a row may attend
+    decode_mask: torch.Tensor | None  # [decode_count, 1, 1, kv_length] True where a decode token may attend
     chunks: list
 
 
@@ -60,18 +59,14 @@ def build_layout(cache, decode, chunks, device):
         prompt_chunks.append(PromptChunk(offset, length, slot, start, mask))
         offset += length
     decode_slots = decode_mask = None
-    rows = 0
     if decode:
-        rows = max(slot for slot, _ in decode) + 1
-        lengths = [1] * rows  # rows not decoding attend to position 0 only (their output is unused)
-        for slot, position in decode:
-            lengths[slot] = position + 1
+        lengths = [position + 1 for _, position in decode]
         kv_length = max(lengths)
         lengths = torch.tensor(lengths, device=device)
         decode_mask = (torch.arange(kv_length, device=device)[None, :] < lengths[:, None])[:, None, None, :]
         decode_slots = torch.tensor([slot for slot, _ in decode], device=device)
     return StepLayout(cache, torch.tensor(slots, device=device), torch.tensor(positions, device=device),
-                      len(decode), decode_slots, rows, decode_mask, prompt_chunks)
+                      len(decode), decode_slots, decode_mask, prompt_chunks)
 
 
 def slot_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -84,16 +79,17 @@ def slot_attention(module, query, key, value, attention_mask, scaling=None, drop
     keys, values = cache.keys[layer], cache.values[layer]
     outputs = []
     if layout.decode_count:
-        # One query per row: fold each kv head's group of query heads into the query-length axis
-        # (as transformers does for single-token decode), so SDPA needs no GQA expansion of the cache.
-        rows, kv_length = layout.decode_rows, layout.decode_mask.shape[-1]
+        # One query per decoding reply: fold each kv head's group of query heads into the query-length
+        # axis (as transformers does for single-token decode), so SDPA needs no GQA expansion of the
+        # cache; it reads only the decoding replies' rows (gathered), not every row of the cache.
+        kv_length = layout.decode_mask.shape[-1]
         heads, kv_heads, head_dim = query.shape[1], keys.shape[1], query.shape[3]
         decoded = query[0, :, : layout.decode_count].transpose(0, 1).reshape(-1, kv_heads, heads // kv_heads, head_dim)
-        queries = query.new_zeros(rows, kv_heads, heads // kv_heads, head_dim)
-        queries[layout.decode_slots] = decoded
-        out = scaled_dot_product_attention(queries, keys[:rows, :, :kv_length], values[:rows, :, :kv_length],
-                                           attn_mask=layout.decode_mask, scale=scaling)
-        outputs.append(out[layout.decode_slots].reshape(-1, heads, head_dim).transpose(0, 1).unsqueeze(0))
+        rows_keys = keys[:, :, :kv_length].index_select(0, layout.decode_slots)
+        rows_values = values[:, :, :kv_length].index_select(0, layout.decode_slots)
+        out = scaled_dot_product_attention(decoded, rows_keys, rows_values, attn_mask=layout.decode_mask,
+                                           scale=scaling)
+        outputs.append(out.reshape(-1, heads, head_dim).transpose(0, 1).unsqueeze(0))
     for chunk in layout.chunks:
         end = chunk.start + chunk.length
         out = scaled_dot_product_attention(

@@ -1,9 +1,9 @@
 """Decode steps with fixed shapes, so that a GPU can replay them as CUDA graphs.
 
 A decode-only step is padded to a batch bucket (1, 2, 4, 8, 16, 32, ...; padding rows write
-to the cache's scratch row), and attention spans every cache row up to a length bucket (a
-power of two), with a mask of each row's real length. With shapes fixed, each (batch,
-length) bucket is captured once as a CUDA graph and then replayed: one launch instead of
+to the cache's scratch row), and attention reads the batch's own cache rows (gathered by slot)
+up to a length bucket (a power of two), with a mask of each reply's real length. With shapes
+fixed, each (batch, length) bucket is captured once as a CUDA graph and then replayed: one launch instead of
 hundreds of kernel launches from Python, which is what bounds an eager decode step of a
 small model. Steps that read prompts run eagerly (inference.model_runner).
 
@@ -46,11 +46,9 @@ class StaticDecode:
         self.ids[:batch] = torch.tensor([s.token_ids[-1] for s in decode] + [0] * pad, device=device)
         self.slots[:batch] = torch.tensor([s.slot for s in decode] + [cache.scratch] * pad, device=device)
         self.positions[:batch] = torch.tensor([s.cached_tokens for s in decode] + [0] * pad, device=device)
-        lengths = [1] * cache.rows  # rows not decoding attend to position 0 only (their output is unused)
-        for s in decode:
-            lengths[s.slot] = s.cached_tokens + 1
-        lengths = torch.tensor(lengths, device=device)
-        self.mask.copy_((torch.arange(self._capacity, device=device)[None, :] < lengths[:, None])[:, None, None, :])
+        # padding rows (the scratch slot) attend to position 0 only: their output is unused
+        lengths = torch.tensor([s.cached_tokens + 1 for s in decode] + [1] * pad, device=device)
+        self.mask[:batch].copy_((torch.arange(self._capacity, device=device)[None, :] < lengths[:, None])[:, None, None, :])
         if not self.capture:
             return self._forward(batch, length)[:n]
         if (batch, length) not in self.graphs:
@@ -65,7 +63,7 @@ class StaticDecode:
         self.ids = torch.zeros(most, dtype=torch.long, device=device)
         self.slots = torch.full((most,), cache.scratch, dtype=torch.long, device=device)
         self.positions = torch.zeros(most, dtype=torch.long, device=device)
-        self.mask = torch.zeros(cache.rows, 1, 1, cache.capacity, dtype=torch.bool, device=device)
+        self.mask = torch.zeros(most, 1, 1, cache.capacity, dtype=torch.bool, device=device)
         self._capacity = cache.capacity
         self.graphs.clear()
 
@@ -73,7 +71,7 @@ class StaticDecode:
         cache = self.runner.cache
         layout = attention.StepLayout(
             cache, self.slots[:batch], self.positions[:batch], decode_count=batch, decode_slots=self.slots[:batch],
-            decode_rows=cache.rows, decode_mask=self.mask[..., :length], chunks=[])
+            decode_mask=self.mask[:batch, ..., :length], chunks=[])
         return self.runner.forward(self.ids[:batch], self.positions[:batch], layout, logits_to_keep=0)
 
     def _capture(self, batch, length):
