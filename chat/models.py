@@ -325,6 +325,10 @@ class Preset(models.Model):
     temperature = models.FloatField(null=True, blank=True)
     top_p = models.FloatField(null=True, blank=True)
     max_new_tokens = models.PositiveIntegerField(null=True, blank=True)
+    top_k = models.PositiveIntegerField(null=True, blank=True)
+    min_p = models.FloatField(null=True, blank=True)
+    repetition_penalty = models.FloatField(null=True, blank=True)
+    stop = models.JSONField(null=True, blank=True)  # up to 4 strings (inference.sampling.MAX_STOP_STRINGS)
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 

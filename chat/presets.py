@@ -6,8 +6,7 @@ are kept on the server per owner (a signed-in user, or a guest's identity), so t
 who signs in on another browser, and are scoped like conversations: nobody sees another's.
 
 A conversation's settings (Conversation.settings) are what the page applies to its turns: the
-preset picked, if any, and the values set ({preset?, system?, temperature?, top_p?,
-max_new_tokens?}); a value left out follows the server's default. The turn's own `params` stay
+preset picked, if any, and the values set ({preset?, system?, and any of SAMPLING}); a value left out follows the server's default. The turn's own `params` stay
 what the reply is generated with (and are stored on the reply); the settings are what the page
 shows and sends again next time.
 """
@@ -24,7 +23,7 @@ MAX_NAME_CHARS = 80
 # stays small: at most MAX_PRESETS x MAX_PRESET_SYSTEM_CHARS characters of system prompts.
 MAX_PRESETS = 20
 MAX_PRESET_SYSTEM_CHARS = 4000
-SAMPLING = ("temperature", "top_p", "max_new_tokens")
+SAMPLING = ("temperature", "top_p", "max_new_tokens", "top_k", "min_p", "repetition_penalty", "stop")
 
 BUILTIN = [
     {"id": "concise", "name": "Concise", "temperature": 0.3,
@@ -87,8 +86,8 @@ def _system(raw, conversation_id=None, limit=None):
 
 
 def clean_settings(raw, conversation_id=None):
-    """A conversation's `settings` from a frame: {preset?, system?, temperature?, top_p?,
-    max_new_tokens?}, only what is given; raises ProtocolError for anything else."""
+    """A conversation's `settings` from a frame: {preset?, system?, and any of SAMPLING}, only what is
+    given; raises ProtocolError for anything else."""
     if not isinstance(raw, dict):
         raise ProtocolError("bad_field", "'settings' must be an object", conversation_id)
     unknown = set(raw) - {"preset", "system", *SAMPLING}

@@ -185,6 +185,8 @@ async def test_presets_are_saved_edited_and_deleted_by_their_owner_only(worker):
     ({"name": "Hot", "temperature": 3}, "bad_params"),
     ({"name": "Long", "max_new_tokens": 10**9}, "bad_params"),
     ({"name": "Odd", "colour": "red"}, "bad_field"),
+    ({"name": "Wide", "top_k": -1}, "bad_params"),
+    ({"name": "Talky", "stop": ["a", "b", "c", "d", "e"]}, "bad_params"),
     ({"id": "concise", "name": "Mine"}, "bad_field"),  # built-in ones are read-only
     ("Concise", "bad_field"),
 ])
@@ -193,6 +195,16 @@ async def test_a_bad_preset_is_refused(worker, preset, code):
     error = await refused(socket, {"type": "preset_save", "preset": preset})
     assert error["code"] == code, error
     assert await sync_to_async(Preset.objects.count)() == 0
+    await socket.disconnect()
+
+
+async def test_a_preset_keeps_top_k_min_p_repetition_penalty_and_stop(worker):
+    socket = await connect(await new_guest(identified=True))
+    controls = {"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.2, "stop": ["END"]}
+    await socket.send_json_to({"type": "preset_save", "preset": {"name": "Careful", **controls}})
+    saved = await socket.receive_json_from(timeout=30)
+    [mine] = [item for item in saved["items"] if not item["builtin"]]
+    assert mine == {"id": saved["saved"], "name": "Careful", "system": "", "builtin": False, **controls}
     await socket.disconnect()
 
 

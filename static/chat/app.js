@@ -205,7 +205,8 @@ const settingsDialog = createSettingsDialog({
   open: $("settings-open"), dialog: $("settings-dialog"), form: $("settings-form"), system: $("setting-system"),
   temperature: $("setting-temperature"), temperatureValue: $("temperature-value"),
   maxTokens: $("setting-max-tokens"), reset: $("settings-reset"), cancel: $("settings-cancel"),
-  topP: $("setting-top-p"), maxTokensHint: $("max-tokens-hint"), preset: $("setting-preset"),
+  topP: $("setting-top-p"), topK: $("setting-top-k"), minP: $("setting-min-p"),
+  repetitionPenalty: $("setting-repetition-penalty"), stop: $("setting-stop"), maxTokensHint: $("max-tokens-hint"), preset: $("setting-preset"),
   presetName: $("setting-preset-name"), presetSave: $("preset-save"), presetDelete: $("preset-delete"),
   chip: $("settings-chip"), chipText: $("settings-chip-text"),
 }, serverDefaults(document.body.dataset), { ...actions, send: (frame) => sendIfConnected(frame), current: () => state.current });

@@ -12,7 +12,9 @@
 
 export const STORAGE_KEY = "chat.settings";
 export const PRESET_KEY = "chat.preset";
-const SAMPLING = ["temperature", "top_p", "max_new_tokens"];
+const PARAMS = ["temperature", "top_p", "max_new_tokens", "top_k", "min_p", "repetition_penalty", "stop", "system"];
+export const MAX_STOP = 4; // stop sequences (the server's MAX_STOP_STRINGS)
+const MAX_STOP_CHARS = 200;
 
 /** The server's defaults and limits, from <body data-default-temperature=… data-…>. */
 export function serverDefaults(dataset) {
@@ -20,6 +22,10 @@ export function serverDefaults(dataset) {
     system: "", // empty: the server's own system prompt
     temperature: Number(dataset.defaultTemperature),
     top_p: dataset.defaultTopP === undefined ? 0.95 : Number(dataset.defaultTopP),
+    top_k: dataset.defaultTopK === undefined ? 0 : Number(dataset.defaultTopK),
+    min_p: dataset.defaultMinP === undefined ? 0 : Number(dataset.defaultMinP),
+    repetition_penalty: dataset.defaultRepetitionPenalty === undefined ? 1 : Number(dataset.defaultRepetitionPenalty),
+    stop: [],
     system_default: dataset.defaultSystemPrompt || "", // what the server uses when none is set
     max_new_tokens: Number(dataset.defaultMaxNewTokens),
     max_new_tokens_limit: Number(dataset.maxNewTokensLimit),
@@ -34,7 +40,20 @@ function clamp(value, low, high) {
   return Math.min(Number.isFinite(high) ? high : Infinity, Math.max(low, value));
 }
 
-/** The settings the user chose: {system?, temperature?, max_new_tokens?}, each within bounds. */
+/** Stop sequences from the dialog's text (one per line) or a list: at most MAX_STOP, none empty. */
+export function stopSequences(value) {
+  const items = Array.isArray(value) ? value : typeof value === "string" ? value.split("\n") : [];
+  return items.filter((item) => typeof item === "string" && item !== "").map((item) => item.slice(0, MAX_STOP_CHARS))
+    .slice(0, MAX_STOP);
+}
+
+function rounded(value, low, high, places) {
+  const scale = 10 ** places;
+  return Math.round(clamp(Number(value), low, high) * scale) / scale;
+}
+
+/** The settings the user chose: {system?, temperature?, top_p?, max_new_tokens?, top_k?, min_p?,
+ * repetition_penalty?, stop?}, each within bounds and left out where it is the server's default. */
 export function normalize(raw, defaults) {
   const source = raw && typeof raw === "object" ? raw : {};
   const settings = {};
@@ -51,6 +70,14 @@ export function normalize(raw, defaults) {
     const tokens = Math.round(clamp(Number(source.max_new_tokens), 1, defaults.max_new_tokens_limit));
     if (tokens !== defaults.max_new_tokens) settings.max_new_tokens = tokens;
   }
+  for (const [key, low, high, places] of [["top_k", 0, 1000, 0], ["min_p", 0, 1, 2], ["repetition_penalty", 0.01, 2, 2]]) {
+    if (given(source[key]) && Number.isFinite(Number(source[key]))) {
+      const value = rounded(source[key], low, high, places);
+      if (value !== defaults[key]) settings[key] = value;
+    }
+  }
+  const stop = stopSequences(source.stop);
+  if (stop.length) settings.stop = stop;
   return settings;
 }
 
@@ -61,6 +88,10 @@ export function withDefaults(settings, defaults) {
     temperature: settings.temperature ?? defaults.temperature,
     top_p: settings.top_p ?? defaults.top_p,
     max_new_tokens: settings.max_new_tokens ?? defaults.max_new_tokens,
+    top_k: settings.top_k ?? defaults.top_k,
+    min_p: settings.min_p ?? defaults.min_p,
+    repetition_penalty: settings.repetition_penalty ?? defaults.repetition_penalty,
+    stop: settings.stop ?? defaults.stop,
   };
 }
 
@@ -85,7 +116,7 @@ export function saveSettings(values, defaults) {
 /** The protocol's `params` object: only the values the user set. */
 export function toParams(settings) {
   const params = {};
-  for (const key of ["temperature", "top_p", "max_new_tokens", "system"]) {
+  for (const key of PARAMS) {
     if (settings[key] !== undefined) params[key] = settings[key];
   }
   return params;
@@ -126,5 +157,11 @@ export function describe(settings, presets, defaults) {
   if (shown("max_new_tokens")) parts.push(`max ${settings.max_new_tokens} tokens`);
   if (shown("temperature")) parts.push(`temperature ${settings.temperature}`);
   if (shown("top_p")) parts.push(`top-p ${settings.top_p}`);
+  if (shown("top_k")) parts.push(`top-k ${settings.top_k}`);
+  if (shown("min_p")) parts.push(`min-p ${settings.min_p}`);
+  if (shown("repetition_penalty")) parts.push(`repetition penalty ${settings.repetition_penalty}`);
+  if (settings.stop !== undefined && JSON.stringify(settings.stop) !== JSON.stringify(base.stop)) {
+    parts.push(settings.stop.length === 1 ? "1 stop sequence" : `${settings.stop.length} stop sequences`);
+  }
   return parts.length ? parts.join(" · ") : null;
 }

@@ -1,5 +1,6 @@
 // The settings dialog and the chip above the composer: a preset (built-in or the user's own, kept
-// on the server), system prompt, temperature, top-p and max tokens, shown with the server's
+// on the server), system prompt, temperature, top-p, max tokens, top-k, min-p, repetition penalty
+// and stop sequences, shown with the server's (the model's own, where its worker announces them)
 // defaults for what the user has not set. Settings belong to the open conversation (the server
 // keeps them: `configure`, and `settings` in history); a new chat starts from the user's last
 // choice, kept in this browser (settings.js).
@@ -10,7 +11,8 @@ import {
 } from "./settings.js";
 
 /**
- * @param {object} els open, dialog, form, system, temperature, temperatureValue, topP, maxTokens, maxTokensHint,
+ * @param {object} els open, dialog, form, system, temperature, temperatureValue, topP, topK, minP,
+ *   repetitionPenalty, stop, maxTokens, maxTokensHint,
  *   preset, presetName, presetSave, presetDelete, reset, cancel, chip
  * @param {object} defaults the server's (settings.js serverDefaults)
  * @param {{announce: Function, send: Function, current: Function}} actions send(frame) puts a frame on the
@@ -62,11 +64,16 @@ export function createSettingsDialog(els, defaults, { announce, send, current })
     showTemperature(values.temperature);
     els.topP.value = String(values.top_p);
     els.maxTokens.value = String(values.max_new_tokens);
+    els.topK.value = String(values.top_k);
+    els.minP.value = String(values.min_p);
+    els.repetitionPenalty.value = String(values.repetition_penalty);
+    els.stop.value = values.stop.join("\n");
   }
 
   function formValues() {
     return { system: els.system.value, temperature: els.temperature.value, top_p: els.topP.value,
-      max_new_tokens: els.maxTokens.value };
+      max_new_tokens: els.maxTokens.value, top_k: els.topK.value, min_p: els.minP.value,
+      repetition_penalty: els.repetitionPenalty.value, stop: els.stop.value };
   }
 
   function renderPresetOptions(selected) {

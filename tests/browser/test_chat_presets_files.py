@@ -124,3 +124,29 @@ def test_an_attached_file_reaches_the_prompt_and_a_binary_one_is_refused(chat, a
     attachment = admin_page.locator('section.transcript article[data-role="user"] details.attachment')
     expect(attachment.locator("summary")).to_contain_text("checksum.py")
     assert "marker-7f3a" in attachment.locator("pre").text_content()
+
+
+def test_top_k_min_p_repetition_penalty_and_stop_are_set_in_the_dialog_and_used(chat, db):
+    page = chat.page
+    dialog = open_settings(page)
+    # The model's own recommendations are the defaults shown (its worker announces them).
+    expect(dialog.get_by_label("Top-k")).to_have_value("20")
+    expect(dialog.get_by_label("Repetition penalty")).to_have_value("1.1")
+    dialog.get_by_label("Top-k").fill("1")
+    dialog.get_by_label("Min-p").fill("0.05")
+    dialog.get_by_label("Repetition penalty").fill("1.2")
+    dialog.get_by_label("Stop sequences").fill("zzz\nqqq")
+    dialog.get_by_label("Max tokens").fill("6")
+    dialog.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#settings-chip")).to_have_text(
+        "This chat's settings: max 6 tokens · top-k 1 · min-p 0.05 · repetition penalty 1.2 · 2 stop sequences")
+    chat.send("Say hi.")
+    reply = chat.wait_last_reply_started()
+    chat.wait_reply_done(reply)
+    params = stored_params(db, reply)
+    assert (params["top_k"], params["min_p"], params["repetition_penalty"], params["stop"]) == (1, 0.05, 1.2,
+                                                                                              ["zzz", "qqq"])
+    chat.reload()  # the chat keeps them (the server's `settings`), and the dialog shows them
+    dialog = open_settings(page)
+    expect(dialog.get_by_label("Top-k")).to_have_value("1")
+    expect(dialog.get_by_label("Stop sequences")).to_have_value("zzz\nqqq")

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 
 import {
-  describe, fromPreset, normalize, normalizeWithPreset, serverDefaults, toParams, withDefaults, withPreset,
+  describe, fromPreset, normalize, normalizeWithPreset, serverDefaults, stopSequences, toParams, withDefaults, withPreset,
 } from "../settings.js";
 
 const defaults = serverDefaults({ defaultTemperature: "0.7", defaultMaxNewTokens: "256", maxNewTokensLimit: "1024",
@@ -12,7 +12,7 @@ const defaults = serverDefaults({ defaultTemperature: "0.7", defaultMaxNewTokens
 
 test("the server's defaults and limit are read from the page", () => {
   assert.deepEqual(defaults, { system: "", system_default: "You are a helpful assistant.", temperature: 0.7, top_p: 0.95,
-    max_new_tokens: 256, max_new_tokens_limit: 1024 });
+    max_new_tokens: 256, max_new_tokens_limit: 1024, top_k: 0, min_p: 0, repetition_penalty: 1, stop: [] });
 });
 
 test("nothing set sends no params, so the server's defaults apply", () => {
@@ -40,7 +40,8 @@ test("values are kept within the server's bounds", () => {
 });
 
 test("the dialog shows the user's values and the defaults for the rest", () => {
-  assert.deepEqual(withDefaults({ max_new_tokens: 9 }, defaults), { system: "", temperature: 0.7, top_p: 0.95, max_new_tokens: 9 });
+  assert.deepEqual(withDefaults({ max_new_tokens: 9 }, defaults), { system: "", temperature: 0.7, top_p: 0.95,
+    max_new_tokens: 9, top_k: 0, min_p: 0, repetition_penalty: 1, stop: [] });
 });
 
 test("top-p is kept within (0, 1] and sent only when the user set it", () => {
@@ -73,4 +74,21 @@ test("the chip says what is not the server's default, or nothing", () => {
     "Preset: Concise · temperature 1");
   assert.equal(describe({ system: "Pirate talk." }, presets, defaults), "Custom system prompt");
   assert.equal(describe({ max_new_tokens: 6 }, presets, defaults), "max 6 tokens");
+});
+
+test("top-k, min-p, repetition penalty and stop sequences: sent when set, against the model's own defaults", () => {
+  const model = serverDefaults({ defaultTemperature: "0.7", defaultMaxNewTokens: "256", maxNewTokensLimit: "1024",
+    defaultTopP: "0.8", defaultTopK: "20", defaultMinP: "0", defaultRepetitionPenalty: "1.1" });
+  assert.deepEqual(normalize({ top_k: "20", min_p: "0", repetition_penalty: "1.1", stop: "" }, model), {});
+  const set = normalize({ top_k: "40", min_p: "0.05", repetition_penalty: "1.3", stop: "END\n\n###" }, model);
+  assert.deepEqual(toParams(set), { top_k: 40, min_p: 0.05, repetition_penalty: 1.3, stop: ["END", "###"] });
+  assert.deepEqual(normalize({ top_k: -3, min_p: 7, repetition_penalty: 0 }, model), { top_k: 0, min_p: 1,
+    repetition_penalty: 0.01 });
+  assert.equal(describe(set, [], model), "top-k 40 · min-p 0.05 · repetition penalty 1.3 · 2 stop sequences");
+});
+
+test("at most four stop sequences, none empty, each within 200 characters", () => {
+  assert.deepEqual(stopSequences("a\nb\n\nc\nd\ne"), ["a", "b", "c", "d"]);
+  assert.deepEqual(stopSequences(["x".repeat(300)]), ["x".repeat(200)]);
+  assert.deepEqual(stopSequences(null), []);
 });
