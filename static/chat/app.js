@@ -233,7 +233,8 @@ const search = createSearch({
   input: $("search-input"), results: $("search-results"), status: $("search-status"), sidebar: $("sidebar"),
 }, { send: (frame) => socket.send(frame), open, closeIfOverlay: () => sidebar.closeIfOverlay() });
 const conversationTools = createConversationTools({
-  tools: $("conversation-tools"), exportMarkdown: $("export-markdown"), exportJson: $("export-json"),
+  tools: $("conversation-tools"), exportMenu: $("export-menu"), exportMarkdown: $("export-markdown"),
+  exportJson: $("export-json"),
   shareOpen: $("share-open"), shareDialog: $("share-dialog"), shareUrl: $("share-url"), shareStatus: $("share-status"),
   shareCreate: $("share-create"), shareCopy: $("share-copy"), shareRevoke: $("share-revoke"),
   shareClose: $("share-close"), importButton: $("import-button"), importFile: $("import-file"),

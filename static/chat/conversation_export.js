@@ -23,7 +23,8 @@ async function call(method, url, body) {
 }
 
 /**
- * @param {object} els tools (the export/share group in the header), exportMarkdown, exportJson (links),
+ * @param {object} els tools (the export/share group in the header), exportMenu (its <details>),
+ *   exportMarkdown, exportJson (links),
  *   shareOpen, shareDialog, shareUrl, shareStatus, shareCreate, shareCopy, shareRevoke, shareClose,
  *   importButton, importFile
  * @param {object} actions open(id), announce(text), notify(text, kind)
@@ -31,8 +32,25 @@ async function call(method, url, body) {
 export function createConversationTools(els, actions) {
   let current = null;
 
+  // --- the Export menu: it closes on a choice, Escape, a click elsewhere and a change of chat ---
+
+  function closeMenu({ focus = false } = {}) {
+    if (!els.exportMenu.open) return;
+    els.exportMenu.open = false;
+    if (focus) els.exportMenu.querySelector("summary").focus();
+  }
+
+  for (const link of [els.exportMarkdown, els.exportJson]) link.addEventListener("click", () => closeMenu());
+  els.exportMenu.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closeMenu({ focus: true });
+  });
+  document.addEventListener("click", (event) => {
+    if (!els.exportMenu.contains(event.target)) closeMenu();
+  });
+
   function update(id) {
     if (id === current) return;
+    closeMenu();
     current = id;
     els.tools.hidden = id === null;
     if (id !== null) {

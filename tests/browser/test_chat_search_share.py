@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -65,6 +66,9 @@ def test_export_then_import_gives_the_same_messages(chat, db, live_stack, tmp_pa
     markdown_download.value.save_as(markdown)
     assert markdown.read_text().startswith("# Trip planning\n\n## User\n\nWhere do quokkas live?")
 
+    menu = page.locator("#export-menu")
+    expect(menu).not_to_have_attribute("open", "")  # a choice closes the menu
+    page.locator("#export-menu summary").click()
     with page.expect_download() as json_download:
         page.get_by_role("link", name="JSON (.json)").click()
     exported = tmp_path / "export.json"
@@ -131,3 +135,24 @@ def test_a_shared_link_opens_read_only_elsewhere_and_stops_after_revoke(chat, db
         stranger.close()
     dialog.get_by_role("button", name="Close").click()
     assert not dialog.is_visible()
+
+
+def test_the_export_menu_closes_on_escape_a_click_elsewhere_and_a_change_of_chat(chat, db, live_stack):
+    page = chat.page
+    guest = chat.guest_key(live_stack)
+    first, _ = db.add_conversation(guest, "First", TRIP)
+    second, _ = db.add_conversation(guest, "Second", TRIP)
+    chat.open(first)
+    menu, summary = page.locator("#export-menu"), page.locator("#export-menu summary")
+    summary.click()
+    expect(menu).to_have_attribute("open", "")
+    page.keyboard.press("Escape")
+    expect(menu).not_to_have_attribute("open", "")
+    expect(summary).to_be_focused()
+    summary.click()
+    page.locator("#transcript").click()
+    expect(menu).not_to_have_attribute("open", "")
+    summary.click()
+    page.evaluate("(id) => { location.hash = `#c=${id}`; }", second)  # another chat, as a link to it opens it
+    page.wait_for_function("(id) => window.chatApp.state.current === id", arg=second)
+    expect(menu).not_to_have_attribute("open", "")
