@@ -8,8 +8,6 @@ chat.api_limits), then the turn's transaction (chat.turns), which checks `busy` 
 flight) where two tabs cannot both pass it. A turn refused after taking its rate slot gives the
 slot back, so only turns that were stored count.
 """
-from importlib import import_module
-
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpResponse
@@ -34,12 +32,6 @@ async def admit_guest(session, address):
 def existing_guest(session):
     """The guest identity kept in `session`, or None: nothing is made (a page view, a socket's connect)."""
     return session.get(GUEST_SESSION_KEY)  # loads the session from the database
-
-
-def stored_guest(session_key):
-    """The guest identity stored in session `session_key` now (the socket's copy of the session was
-    read at its connect), or None."""
-    return import_module(settings.SESSION_ENGINE).SessionStore(session_key).get(GUEST_SESSION_KEY)
 
 
 async def guest_quota_wait(address):

@@ -293,8 +293,9 @@ async def _sse(follower, replies, completion_id, created, model, include_usage):
         yield "data: [DONE]\n\n"
     finally:
         await follower.close()  # if the stream ended before its events did
+        ended = {done["message"] for done in dones}
         for reply in replies:
-            if len(dones) < len(replies):  # the client went away: stop generating for nobody
+            if reply.pk not in ended:  # the client went away: stop generating for nobody
                 await request_stop(reply.pk)
 
 

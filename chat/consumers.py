@@ -21,7 +21,7 @@ from . import admission, attachments, metrics, presets, search, turns
 from .lifecycle import NO_WORKER, dispatch, request_stop, stop_before_removal, stored_reply, user_group, visitor_group
 from .frame_bucket import FrameBucket
 from .live_state import ConversationHistory, LiveReply, claim_socket, refresh_socket, release_socket, take_window_slot
-from .models import MAX_ID, Owner
+from .models import MAX_ID, Owner, stored_guest
 from .turns import ProtocolError
 from .versions import switch_to, versions_of
 
@@ -189,7 +189,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """A visitor's socket speaks for the guest its session holds by now, if any (another tab or an
         import made it, and the word of it has not come, or was lost); False when refused and closed."""
         session_key = self.scope["session"].session_key
-        key = session_key and await _db(admission.stored_guest)(session_key)
+        key = session_key and await _db(stored_guest)(session_key)
         return not key or await self._become(Owner(guest_key=key))
 
     async def _become_guest(self):

@@ -281,8 +281,7 @@ async def remember_warm(conversation_id, worker_id):
 
 
 async def warm_worker(conversation_id):
-    value = await redis_client().get(f"{WARM_KEY_PREFIX}{conversation_id}")
-    return value.decode() if isinstance(value, bytes) else value
+    return await redis_client().get(f"{WARM_KEY_PREFIX}{conversation_id}")
 
 
 async def worker_is_alive(worker_id):

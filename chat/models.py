@@ -13,19 +13,25 @@ GUEST_SESSION_KEY = "chat_guest"
 MAX_ID = 2**63 - 1  # the database's bigint: a larger id cannot exist, and would overflow a query
 
 
+def stored_guest(session_key):
+    """The guest identity stored in session `session_key` now (a copy of the session read earlier may
+    not have it yet), or None."""
+    from importlib import import_module
+
+    return import_module(settings.SESSION_ENGINE).SessionStore(session_key).get(GUEST_SESSION_KEY)
+
+
 def guest_key(session):
     """A guest's identity: a random id kept in their session (it survives signing in, unlike the session key).
     Two tabs of one browser may ask at once (their first sends): the session's row is read again under
     a lock, so both get the identity the first one made."""
     if GUEST_SESSION_KEY in session:
         return session[GUEST_SESSION_KEY]
-    from importlib import import_module
-
     from django.contrib.sessions.models import Session
 
     with transaction.atomic():  # SQLite: the write lock from here (IMMEDIATE); PostgreSQL: the row's
         if session.session_key and Session.objects.select_for_update().filter(session_key=session.session_key).exists():
-            made = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key).get(GUEST_SESSION_KEY)
+            made = stored_guest(session.session_key)
             if made:
                 session[GUEST_SESSION_KEY] = made
                 return made

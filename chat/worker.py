@@ -113,7 +113,7 @@ class InferenceWorker:
             "started": self.started,
             "active": sum(1 for s in streams if not s.queue_position),
             "waiting": sum(1 for s in streams if s.queue_position),
-            "room": self.engine.config.max_batch_size - len(self.replies),  # for handovers
+            "room": self._free(),  # for handovers
             "routing": dict(self.routing),
             "replies": dict(self.finished),
             "tokens": self.tokens,
@@ -212,13 +212,20 @@ class InferenceWorker:
         info = await worker_info(target)
         if not info or info.get("model") != self.engine.name or not info.get("ready") or info.get("room", 0) <= 0:
             return False
-        if not await request_queue.hand_over(entry_id, target, self.engine.name):
+        if not await self._hand(entry_id, target, back_to=self.id):
             return False
         self.routing["handed_over"] += 1
         log.info("turn handed over reply=%s from=%s to=%s", request["message"], self.id, target,
                  extra={"turn": request.get("turn"), "reply": request["message"], "worker": self.id})
+        return True
+
+    async def _hand(self, entry_id, target, back_to=None):
+        """Make the entry pending for `target` and tell it (`back_to`: where it may hand it back; None:
+        it is handed back, to be served); False when the entry is gone."""
+        if not await request_queue.hand_over(entry_id, target, self.engine.name):
+            return False
         await self.layer.group_send(worker_group(target), {"type": "chat.handover", "entry": entry_id,
-                                                           "back_to": self.id})
+                                                           "back_to": back_to})
         return True
 
     async def _take_handovers(self):
@@ -233,9 +240,8 @@ class InferenceWorker:
             if self._free() > 0:
                 self.routing["received"] += 1
                 self._start(entry_id, request)
-            elif back_to and await request_queue.hand_over(entry_id, back_to, self.engine.name):
+            elif back_to and await self._hand(entry_id, back_to):
                 self.routing["handed_back"] += 1
-                await self.layer.group_send(worker_group(back_to), {"type": "chat.handover", "entry": entry_id})
             else:  # it waits here for room (the loop looks again when a reply ends)
                 self.look_at_pending = True
 
